@@ -1,0 +1,1 @@
+"""imagekit: scientific processors from processor.yaml to identical binaries in every data centre."""
