@@ -225,8 +225,8 @@ def json_schema() -> dict[str, Any]:
 
 
 def json_schema_text() -> str:
-    """The schema as shipped in processor.schema.json and printed by `imagekit schema`."""
-    return json.dumps(json_schema(), indent=2) + "\n"
+    """The schema as shipped in processor.schema.json, byte for byte what `imagekit schema` prints."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 def _close_pattern_maps(node: Any) -> None:
