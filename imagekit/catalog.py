@@ -28,6 +28,18 @@ class Bootstrap(BaseModel):
     include: tuple[str, ...] = ()
 
 
+class Trust(BaseModel):
+    """How an image of this profile learns to trust the site CA (see base_templates/docker/*.j2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    anchors: str
+    """Directory the site CA files are copied into."""
+    update: str = ""
+    """Command merging the anchors into `bundle`; empty: the base lacks one, so they are appended."""
+    bundle: str
+    """The system CA bundle; SSL_CERT_FILE, REQUESTS_CA_BUNDLE and PIP_CERT point at it."""
+
+
 class BaseProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     description: str
@@ -37,7 +49,12 @@ class BaseProfile(BaseModel):
     image: str = ""
     tag: str = ""
     python: str = ""
-    conda: str = ""
+    conda: Literal["", "micromamba"] = ""
+    user: str = "root"
+    """The user the base image runs as; a non-root one means installs switch to root first."""
+    trust: Trust
+    apt_sources: tuple[str, ...] = ()
+    """apt source files whose Debian mirror the site's apt_mirror replaces."""
 
 
 class Catalog(BaseModel):

@@ -5,16 +5,19 @@ Exit codes: 0 done, 1 tool or infrastructure failure, 2 bad input or usage, 3 a 
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from imagekit import catalog, doctor
-from imagekit.config import LoadedProfile, load_profile
+from imagekit.config import LoadedProfile, Profile, load_profile
 from imagekit.errors import ImagekitError, InputError
 
 app = typer.Typer(
@@ -157,6 +160,166 @@ def base_pin(
     ref = catalog.BaseRef(image=image or profiles[name].image, digest=digest)
     catalog.record_base(profile.data_dir, name, ref)
     out.print(f"{name}: {ref.pinned}", highlight=False)
+
+
+@app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="Directory of the new processor.")] = Path("."),
+    name: Annotated[str | None, typer.Option(help="Processor name (default: the directory's name).")] = None,
+) -> None:
+    """Scaffold a processor directory whose processor.yaml validates as written."""
+    from imagekit.manifest import scaffold
+
+    for path in scaffold(directory, name):
+        out.print(f"created {path}", highlight=False)
+
+
+@app.command("validate")
+def validate_command(
+    paths: Annotated[list[Path], typer.Argument(help="processor.yaml files or directories.")],
+    release: Annotated[bool, typer.Option(help="Apply the release rules (pinned base digest).")] = False,
+) -> None:
+    """Validate manifests: every problem at once, as FILE:LINE:COL: field: message."""
+    from imagekit.manifest import validate_paths
+
+    results = validate_paths(paths, release=release)
+    failures = [(path, error) for path, error in results if error is not None]
+    for path, error in results:
+        if error is None:
+            out.print(f"ok {path}", highlight=False)
+        else:
+            for line in error.lines():
+                err.print(line, highlight=False, markup=False)
+    if failures:
+        raise InputError(f"{len(failures)} of {len(results)} manifests invalid")
+
+
+@app.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of processor.yaml (for editors and CI linters)."""
+    from imagekit.manifest import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
+@app.command("render")
+def render_command(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Processor directory.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory.")] = None,
+    target: Annotated[str, typer.Option(help="docker or apptainer.")] = "docker",
+    image_ref: Annotated[
+        str, typer.Option(help="apptainer: the pushed image@digest to bootstrap from.")
+    ] = "",
+    release: Annotated[bool, typer.Option(help="Apply the release rules.")] = False,
+) -> None:
+    """Render the Dockerfile (or Apptainer definition) and its exact build context."""
+    from imagekit.pipeline import render_processor
+
+    if target not in ("docker", "apptainer"):
+        raise InputError(f"--target: expected docker or apptainer, got '{target}'")
+    profile = _options(ctx).load().profile
+    _, _, rendered = render_processor(
+        directory,
+        profile,
+        output,
+        release=release,
+        target="apptainer" if target == "apptainer" else "docker",
+        image_ref=image_ref,
+    )
+    for path in rendered.files:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command("build")
+def build_command(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Processor directory.")],
+    test: Annotated[bool, typer.Option("--test", help="Run the smoke tests after the build.")] = False,
+    release: Annotated[bool, typer.Option(help="Apply the release rules.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream the engine's output.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
+) -> None:
+    """Render and build on the profile's engine; tags <name>:<version> and <name>:git-<sha>."""
+    from imagekit.pipeline import build_processor
+
+    profile = _options(ctx).load().profile
+
+    def stream(line: str) -> None:
+        if not quiet:
+            err.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+
+    outcome = build_processor(directory, profile, on_line=stream, release=release, no_cache=no_cache)
+    image = outcome.image
+    table = Table("size", "layer", title=f"{image.tags[0]} ({image.engine}) {image.id}")
+    for layer in image.layers:
+        table.add_row(_size(layer.size) if layer.size else "", layer.created_by[:100])
+    out.print(table)
+    out.print(f"built {', '.join(image.tags)} image {image.id}; log {image.log_file}", highlight=False)
+    if test:
+        _run_smoke(directory, profile)
+
+
+@app.command("test")
+def test_command(
+    ctx: typer.Context, directory: Annotated[Path, typer.Argument(help="Processor directory.")]
+) -> None:
+    """Run the manifest's smoke tests inside the built image, as its user, with no network."""
+    _run_smoke(directory, _options(ctx).load().profile)
+
+
+@app.command("scan")
+def scan_command(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Processor directory (scan its built image), or an image.")],
+    status: Annotated[bool, typer.Option("--status", help="Only say passed / failed / not scanned.")] = False,
+    reports: Annotated[Path, typer.Option(help="Where reports are kept, as <name>/<version>/.")] = Path(
+        "scans"
+    ),
+) -> None:
+    """Scan with Trivy and apply the policy: exit 0 passed, 3 failed or not scanned."""
+    from imagekit.pipeline import scan_target
+    from imagekit.scan import scan_status
+
+    profile = _options(ctx).load().profile
+    docker = profile.engine.docker_binary or "docker"
+    if status:
+        image = target
+        if Path(target).is_dir():
+            from imagekit.manifest import load_manifest
+
+            info = load_manifest(target).processor.processor
+            image = f"{info.name}:{info.version}"
+        state = scan_status(image, profile.data_dir, docker=docker)
+        out.print(f"{image}: {state}", highlight=False)
+        if state != "passed":
+            raise _Exit(3, f"{image}: {state}")
+        return
+    result = scan_target(target, profile, reports_root=reports)
+    out.print(f"scan passed: {result.decision.rule}; reports in {result.reports}", highlight=False)
+
+
+def _run_smoke(directory: Path, profile: Profile) -> None:
+    from imagekit.pipeline import require_all_passed, smoke_test_processor
+
+    manifest, outcomes = smoke_test_processor(directory, profile)
+    for outcome in outcomes:
+        mark = "[green]PASS[/green]" if outcome.passed else "[red]FAIL[/red]"
+        out.print(f"{mark} {escape(outcome.test.name)}: {escape(outcome.reason)}", highlight=False)
+        if not outcome.passed:
+            for line in (outcome.stdout + outcome.stderr).strip().splitlines()[-10:]:
+                out.print(f"    | {escape(line)}", highlight=False)
+    info = manifest.processor.processor
+    require_all_passed(f"{info.name}:{info.version}", outcomes)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(size)
 
 
 class _Exit(ImagekitError):

@@ -43,6 +43,8 @@ class EngineSettings(_Section):
     network: str = "host"
     docker_binary: str = ""
     """Path of the docker client to drive; empty means the first `docker` on PATH."""
+    storage_driver: Literal["overlay", "vfs"] = "overlay"
+    """buildah's storage: overlay where the kernel allows it, vfs anywhere (slow: a full copy per layer)."""
 
 
 class RegistrySettings(_Section):

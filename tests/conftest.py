@@ -8,8 +8,9 @@ elsewhere they are skipped with the reason and the command that gets the part.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,6 +27,12 @@ def missing_part(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"real part missing in CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require_part() -> Callable[[str], None]:
+    """`require_part(reason)`: what a test calls when a real part it needs is missing."""
+    return missing_part
 
 
 @pytest.fixture(scope="session")
@@ -53,17 +60,28 @@ def test_project() -> str:
     return f"imagekit-test-{uuid.uuid4().hex[:8]}"
 
 
+def _dangling(docker: str) -> set[str]:
+    listed = subprocess.run(
+        [docker, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(listed.stdout.split())
+
+
 @pytest.fixture
 def docker_cleanup(site_profile: Profile, local_env: dict[str, object]) -> Iterator[list[str]]:
-    """Images a test appends here are removed afterwards, whatever the outcome."""
-    from imagekit.engines.docker import docker_client
-
-    created: list[str] = []
-    yield created
-    docker = docker_client(site_profile)
-    for image in created:
-        if docker.image.exists(image):
-            docker.image.remove(image, force=True, prune=True)
+    """Tags a test appends are removed afterwards, with the stage images its builds left dangling."""
+    docker = site_profile.engine.docker_binary or "docker"
+    before = _dangling(docker)
+    tags: list[str] = []
+    yield tags
+    if tags:
+        subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
+    leftovers = _dangling(docker) - before
+    if leftovers:
+        subprocess.run([docker, "image", "rm", "--force", *leftovers], capture_output=True, check=False)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -42,7 +42,7 @@ class DockerEngine:
         if self.has_buildx:
             command += ["buildx", "build", "--load", "--progress", "plain"]
         else:
-            command += ["build"]
+            command += ["build", "--force-rm"]
             if self.name == "docker":
                 env["DOCKER_BUILDKIT"] = "0"
             else:
@@ -60,8 +60,11 @@ class DockerEngine:
         log_file: Path,
         on_line: LogSink,
         source_date_epoch: int | None,
+        no_cache: bool = False,
     ) -> BuiltImage:
         command, env = self._build_command(context, tags)
+        if no_cache:
+            command.insert(-1, "--no-cache")
         if source_date_epoch is not None:
             env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
         transcript = BuildTranscript(log_file, on_line)

@@ -1,0 +1,100 @@
+"""What every engine offers, and the build-output bookkeeping they share."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from imagekit.errors import BuildError
+
+LogSink = Callable[[str], None]
+
+# "Step 3/9 : RUN make" (docker legacy), "STEP 3/9: RUN make" (buildah, podman),
+# "#7 [builder 2/4] RUN make" (buildx)
+_INSTRUCTION = re.compile(r"^(?:Step \d+/\d+ : |STEP \d+/\d+: |#\d+ \[[^\]]*\] )(?P<instruction>.+)$")
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Layer:
+    diff_id: str
+    size: int
+    created_by: str
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    engine: str
+    id: str
+    tags: list[str]
+    diff_ids: list[str]
+    layers: list[Layer]
+    log_file: Path
+    digest: str = ""
+    """Manifest digest where the engine computes one locally (buildah); the registry's otherwise."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+class Engine(Protocol):
+    name: str
+
+    def build(
+        self,
+        context: Path,
+        tags: list[str],
+        *,
+        log_file: Path,
+        on_line: LogSink,
+        source_date_epoch: int | None,
+        no_cache: bool = False,
+    ) -> BuiltImage: ...
+
+    def run(self, image: str, command: list[str], *, user: str, timeout_s: int) -> RunResult: ...
+
+    def exists(self, image: str) -> bool: ...
+
+    def remove(self, images: list[str]) -> None: ...
+
+
+@dataclass
+class BuildTranscript:
+    """Follows a build's output: writes the log, tracks the current instruction, keeps the tail."""
+
+    log_file: Path
+    on_line: LogSink
+    instruction: str = ""
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+
+    def follow(self, lines: Iterable[str]) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("w", encoding="utf-8") as log:
+            for raw in lines:
+                line = raw.rstrip("\n")
+                log.write(line + "\n")
+                log.flush()
+                match = _INSTRUCTION.match(line)
+                if match:
+                    self.instruction = match.group("instruction")
+                    self.tail.clear()
+                else:
+                    self.tail.append(line)
+                self.on_line(line)
+
+    def failure(self, engine: str, reason: str) -> BuildError:
+        tail = "\n".join(f"  | {line}" for line in self.tail)
+        failing = self.instruction or "(before the first instruction)"
+        return BuildError(
+            f"build failed on {engine} at: {failing}: {reason} (full log: {self.log_file})",
+            hint=f"last lines of its output:\n{tail}" if tail else None,
+        )

@@ -1,0 +1,153 @@
+"""buildah: daemonless builds for CI runners and hosts without a Docker daemon.
+
+Builds use chroot isolation, which works as root without user namespaces, on overlay storage where
+the kernel allows it and vfs anywhere else (`engine.storage_driver`). Smoke tests use OCI isolation
+(runc), since chroot isolation cannot cut the network. `--timestamp` (from SOURCE_DATE_EPOCH) clamps
+every time in the image, so rebuilds from clean storage give the same digest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from imagekit.engines.base import BuildTranscript, BuiltImage, Layer, LogSink, RunResult
+from imagekit.errors import ToolError
+
+
+class BuildahEngine:
+    name = "buildah"
+
+    def __init__(
+        self, *, network: str, storage_driver: str, storage_root: Path | None, insecure_registries: list[str]
+    ) -> None:
+        self.network = network
+        self.storage_driver = storage_driver
+        self.storage_root = storage_root
+        self.insecure_registries = insecure_registries
+
+    def _base(self) -> list[str]:
+        command = ["buildah", "--storage-driver", self.storage_driver]
+        if self.storage_root is not None:
+            command += [
+                "--root",
+                str(self.storage_root / "root"),
+                "--runroot",
+                str(self.storage_root / "run"),
+            ]
+        return command
+
+    def _tls(self, image: str) -> list[str]:
+        """Plain HTTP only for the registries the profile marks insecure (loopback)."""
+        insecure = any(image.startswith(registry + "/") for registry in self.insecure_registries)
+        return ["--tls-verify=false"] if insecure else []
+
+    def _run(self, args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [*self._base(), *args], capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except FileNotFoundError as exc:
+            raise ToolError("buildah is not installed: apt-get install -y buildah") from exc
+
+    def build(
+        self,
+        context: Path,
+        tags: list[str],
+        *,
+        log_file: Path,
+        on_line: LogSink,
+        source_date_epoch: int | None,
+        no_cache: bool = False,
+    ) -> BuiltImage:
+        dockerfile = (context / "Dockerfile").read_text(encoding="utf-8")
+        command = [
+            *self._base(), "bud", "--isolation", "chroot", "--layers", "--force-rm",
+            "--network", self.network, "--file", str(context / "Dockerfile"),
+        ]  # fmt: skip
+        if any(line.startswith("FROM ") and self._tls(line[5:].strip()) for line in dockerfile.splitlines()):
+            command.append("--tls-verify=false")
+        if source_date_epoch is not None:
+            command += ["--timestamp", str(source_date_epoch)]
+        if no_cache:
+            command.append("--no-cache")
+        for tag in tags:
+            command += ["--tag", tag]
+        command.append(str(context))
+        transcript = BuildTranscript(log_file, on_line)
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except FileNotFoundError as exc:
+            raise ToolError("buildah is not installed: apt-get install -y buildah") from exc
+        assert process.stdout is not None
+        transcript.follow(process.stdout)
+        if process.wait() != 0:
+            raise transcript.failure(self.name, f"exit {process.returncode}")
+        return self.describe(tags[0], tags, log_file)
+
+    def inspect(self, image: str) -> dict[str, object]:
+        done = self._run(["inspect", "--type", "image", image])
+        if done.returncode != 0:
+            raise ToolError(f"buildah inspect {image} failed: {done.stderr.strip()}")
+        result: dict[str, object] = json.loads(done.stdout)
+        return result
+
+    def describe(self, image: str, tags: list[str], log_file: Path) -> BuiltImage:
+        info = self.inspect(image)
+        oci = info.get("OCIv1", {})
+        assert isinstance(oci, dict)
+        diff_ids = list(oci.get("rootfs", {}).get("diff_ids", []))
+        history = [entry for entry in oci.get("history", []) if not entry.get("empty_layer")]
+        layers = [
+            Layer(diff_id=diff_id, size=0, created_by=str(entry.get("created_by", "")).strip())
+            for diff_id, entry in zip(diff_ids, history, strict=False)
+        ]
+        return BuiltImage(
+            engine=self.name,
+            id="sha256:" + str(info.get("FromImageID", "")),
+            tags=tags,
+            diff_ids=diff_ids,
+            layers=layers,
+            log_file=log_file,
+            digest=str(info.get("FromImageDigest", "")),
+        )
+
+    def run(self, image: str, command: list[str], *, user: str, timeout_s: int) -> RunResult:
+        name = f"imagekit-smoke-{uuid.uuid4().hex[:12]}"
+        created = self._run(["from", "--pull-never", "--name", name, image])
+        if created.returncode != 0:
+            raise ToolError(f"buildah from {image} failed: {created.stderr.strip()}")
+        try:
+            argv = [
+                *self._base(), "run", "--isolation", "oci", "--network", "none", "--user", user,
+                name, "--", *command,
+            ]  # fmt: skip
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+            except subprocess.TimeoutExpired:
+                return RunResult(-1, "", "", timed_out=True)
+            return RunResult(done.returncode, done.stdout, done.stderr)
+        finally:
+            self._run(["rm", name])
+
+    def exists(self, image: str) -> bool:
+        return self._run(["inspect", "--type", "image", image]).returncode == 0
+
+    def remove(self, images: list[str]) -> None:
+        for image in images:
+            if self.exists(image):
+                self._run(["rmi", "--force", image])
+
+    def discard_storage(self) -> None:
+        """Delete a storage of its own (`storage_root`) whole: containers, images, mounts, files."""
+        if self.storage_root is None:
+            raise ToolError("refusing to discard the shared buildah storage")
+        self._run(["rm", "--all"])
+        self._run(["rmi", "--all", "--force"])
+        overlay = self.storage_root / "root" / "overlay"
+        if overlay.is_dir():
+            subprocess.run(["umount", str(overlay)], capture_output=True, check=False)
+        shutil.rmtree(self.storage_root, ignore_errors=True)

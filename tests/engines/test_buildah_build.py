@@ -1,0 +1,74 @@
+"""Daemonless builds with buildah: reproducible from clean storage, and reusing COTS layers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagekit.config import Profile
+from imagekit.engines import engine_for
+from imagekit.engines.buildah import BuildahEngine
+from imagekit.pipeline import build_processor, smoke_test_processor
+
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.slow]
+
+
+@pytest.fixture
+def buildah_profile(site_profile: Profile, local_env: dict[str, object], require_part) -> Profile:  # type: ignore[no-untyped-def]
+    if shutil.which("buildah") is None:
+        require_part("buildah is not installed: apt-get install -y buildah")
+    return site_profile.model_copy(
+        update={"engine": site_profile.engine.model_copy(update={"name": "buildah"})}
+    )
+
+
+@pytest.fixture
+def clean_storages(buildah_profile: Profile, tmp_path: Path) -> Iterator[list[BuildahEngine]]:
+    """Two buildah engines, each on a storage of its own, discarded afterwards."""
+    engines = []
+    for name in ("a", "b"):
+        engine = engine_for(buildah_profile, storage_root=tmp_path / f"storage-{name}")
+        assert isinstance(engine, BuildahEngine)
+        engines.append(engine)
+    yield engines
+    for engine in engines:
+        engine.discard_storage()
+
+
+def test_buildah_builds_are_reproducible_and_reuse_cots_layers(
+    make_processor,
+    buildah_profile: Profile,
+    clean_storages: list[BuildahEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    directory = make_processor(runtime_packages=())
+    first_storage, second_storage = clean_storages
+
+    def build(engine: BuildahEngine):  # type: ignore[no-untyped-def]
+        return build_processor(directory, buildah_profile, on_line=lambda _line: None, engine=engine).image
+
+    first = build(first_storage)
+    _, outcomes = smoke_test_processor(directory, buildah_profile, engine=first_storage)
+    assert all(o.passed for o in outcomes), [(o.test.name, o.reason, o.stderr) for o in outcomes]
+    again = build(second_storage)
+    assert first.digest.startswith("sha256:")
+    assert again.digest == first.digest, "two builds from clean storage must give the same digest"
+
+    script = directory / "bin" / "demo"
+    script.write_text(script.read_text() + "# a scientist's one-line fix\n")
+    changed_build = build(second_storage)
+    changed = [
+        i for i, (a, b) in enumerate(zip(again.diff_ids, changed_build.diff_ids, strict=True)) if a != b
+    ]
+    assert changed, "the code change must reach the image"
+    first_changed = changed_build.layers[min(changed)].created_by
+    assert "/opt/processor/bin/" in first_changed, (
+        f"the first layer to change must be the app's, not {first_changed}"
+    )
+    reused = [layer.created_by for layer in changed_build.layers[: min(changed)]]
+    assert any("/opt/cots/tool-a" in step for step in reused), reused
+    assert any("/opt/cots/tool-b" in step for step in reused), reused

@@ -1,0 +1,193 @@
+"""render_context is a pure function: what the templates will say, checked as data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from imagekit.catalog import BaseRef
+from imagekit.config import SiteSettings
+from imagekit.errors import InputError
+from imagekit.manifest import LoadedManifest, load_manifest
+from imagekit.render import render_context
+
+from .render_parts import DIGEST, EXAMPLES, SOURCE, base_for
+
+
+def context_of(name: str, site: SiteSettings) -> Any:
+    manifest = load_manifest(EXAMPLES[name])
+    return render_context(manifest, base_for(manifest), site, SOURCE)
+
+
+def variant(tmp_path: Path, name: str, change: dict[str, Any]) -> LoadedManifest:
+    """A copy of an example with top-level sections of its manifest replaced."""
+    directory = tmp_path / name
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(EXAMPLES[name], directory)
+    data = yaml.safe_load((directory / "processor.yaml").read_text(encoding="utf-8"))
+    (directory / "processor.yaml").write_text(yaml.safe_dump({**data, **change}), encoding="utf-8")
+    return load_manifest(directory)
+
+
+def test_olci_context_is_the_data_the_dockerfile_needs(site: SiteSettings) -> None:
+    context = context_of("olci-l1-demo", site)
+    assert context.base_image == f"127.0.0.1:5000/imagekit/base/debian-12-python@{DIGEST}"
+    assert context.package_manager == "apt"
+    assert (context.python_env, context.python_prefix) == ("venv", "/opt/venv")
+    [cots] = context.cots
+    assert cots.stage == "cots-olci-lut"
+    assert cots.source == "cots/olci-lut-1.0.tar.gz" and not cots.remote
+    assert (cots.archive, cots.staged) == ("/tmp/cots/olci-lut-1.0.tar.gz", "/out/opt/olci-lut")
+    assert cots.env == {"OLCI_LUT_DIR": "/opt/olci-lut", "PATH": "/opt/olci-lut/bin:$PATH"}
+    assert context.builder.packages == ["gcc", "libc6-dev", "make", "python3-setuptools", "python3-wheel"]
+    assert context.builder.artifacts == ["/usr/local/bin/olci-calibrate", "/opt/olci/wheels"]
+    assert [(c.source, c.dest) for c in context.app_copies] == [("conf/", "/opt/processor/conf/")]
+    assert context.user.model_dump() == {
+        "spec": "1000:1000",
+        "name": "processor",
+        "uid": "1000",
+        "group": "",
+        "gid": "1000",
+        "create": True,
+        "root": False,
+    }
+    assert [f.path for f in context.files] == [
+        "c",
+        "conf",
+        "cots/olci-lut-1.0.tar.gz",
+        "python",
+        "site/ca-1.crt",
+    ]
+
+
+def test_labels_record_provenance_and_executables(site: SiteSettings) -> None:
+    manifest = load_manifest(EXAMPLES["olci-l1-demo"])
+    labels = render_context(manifest, base_for(manifest), site, SOURCE).labels
+    oci = "org.opencontainers.image."
+    assert labels[oci + "revision"] == SOURCE.revision
+    assert labels[oci + "created"] == SOURCE.created
+    assert labels[oci + "source"] == SOURCE.source_url
+    assert labels[oci + "title"] == "olci-l1-demo" and labels[oci + "version"] == "1.2.0"
+    assert labels[oci + "licenses"] == "Apache-2.0"
+    assert labels["imagekit.manifest.sha256"] == manifest.sha256
+    executables = json.loads(labels["imagekit.executables"])
+    assert executables[0]["name"] == "olci-l1"
+    assert executables[0]["resources"] == {"cores": 1.0, "gpus": 0, "ram_gb": 2.0, "walltime_h": 0.5}
+    assert " " not in labels["imagekit.executables"], "compact JSON"
+    assert labels["eu.example.mission"] == "Sentinel-3"
+    assert list(labels) == sorted(labels)
+
+
+def test_the_same_inputs_give_the_same_context(site: SiteSettings) -> None:
+    assert context_of("sst-cdr-demo", site) == context_of("sst-cdr-demo", site)
+
+
+def test_site_trust_and_mirrors_follow_the_profile(site: SiteSettings) -> None:
+    debian = context_of("sst-cdr-demo", site)
+    assert debian.trust.files == ["site/ca-1.crt"]
+    assert debian.trust.installed == ["/usr/local/share/ca-certificates/imagekit/ca-1.crt"]
+    assert debian.trust.update == "update-ca-certificates"
+    assert debian.mirrors.apt == "http://mirror.example.org/debian"
+    assert debian.mirrors.apt_sources == ["/etc/apt/sources.list"]
+    conda = context_of("conda-demo", site)
+    assert conda.trust.update == "", "the micromamba image has no update-ca-certificates: append instead"
+    assert conda.base_user == "mambauser"
+    assert (conda.python_env, conda.python_prefix) == ("micromamba", "/opt/conda")
+    el = context_of("el9-demo", site)
+    assert el.trust.anchors == "/etc/pki/ca-trust/source/anchors"
+    assert el.mirrors.apt_sources == []
+
+
+def test_no_site_ca_means_no_trust_layer() -> None:
+    assert context_of("sst-cdr-demo", SiteSettings(ca_certificates=[])).trust is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("apt_mirror", "http://user:secret@mirror.example.org/debian"),
+        ("pip_index_url", "https://token@pypi.example.org/simple"),
+        ("apt_mirror", "ftp://mirror.example.org/debian"),
+        ("apt_mirror", "http://mirror.example.org/debian|x"),
+    ],
+)
+def test_mirrors_with_credentials_or_odd_syntax_are_refused(setting: str, value: str) -> None:
+    with pytest.raises(InputError, match=f"site.{setting}"):
+        context_of("sst-cdr-demo", SiteSettings(ca_certificates=[], **{setting: value}))
+
+
+def test_an_unpinned_base_is_refused(site: SiteSettings) -> None:
+    manifest = load_manifest(EXAMPLES["sst-cdr-demo"])
+    with pytest.raises(InputError, match=r"base: the base must be pinned by digest"):
+        render_context(manifest, BaseRef(image="debian", digest="latest"), site, SOURCE)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"build": {"commands": ["make # all of it"]}}, "build.commands[0]"),
+        ({"build": {"commands": ["make\nmake install"]}}, "build.commands[0]"),
+        ({"app": {"install": "pip install . # then"}}, "app.install"),
+        ({"labels": {"imagekit.executables": "[]"}}, "labels.imagekit.executables"),
+        ({"labels": {"bad key": "x"}}, "labels.bad key"),
+        ({"runtime": {"env": {"MULTI": "one\ntwo"}}}, "runtime.env.MULTI"),
+        ({"app": {"copy": [{"from": ".", "to": "/opt/processor/"}]}}, "app.copy[0].from"),
+        ({"base": {"profile": "debian-12"}}, "dependencies.python"),
+    ],
+)
+def test_problems_name_the_manifest_field(
+    tmp_path: Path, site: SiteSettings, change: dict[str, Any], field: str
+) -> None:
+    manifest = variant(tmp_path, "sst-cdr-demo", change)
+    with pytest.raises(InputError) as raised:
+        render_context(manifest, base_for(manifest), site, SOURCE)
+    assert f"processor.yaml: {field}: " in raised.value.message
+
+
+def test_a_site_image_base_uses_the_catalog_profile_of_that_image(tmp_path: Path, site: SiteSettings) -> None:
+    image = "quay.io/rockylinux/rockylinux:9.5"
+    manifest = variant(tmp_path, "sst-cdr-demo", {"base": {"image": image, "digest": DIGEST}})
+    context = render_context(manifest, BaseRef(image=image.split(":9")[0], digest=DIGEST), site, SOURCE)
+    assert (context.profile, context.package_manager) == ("rocky-9", "dnf")
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ("1000", {"name": "processor", "uid": "1000", "gid": "", "group": ""}),
+        ("app", {"name": "app", "uid": "", "gid": "", "group": ""}),
+        ("2000:staff", {"name": "processor", "uid": "2000", "gid": "", "group": "staff"}),
+    ],
+)
+def test_runtime_user_forms(tmp_path: Path, site: SiteSettings, user: str, expected: dict[str, str]) -> None:
+    manifest = variant(tmp_path, "sst-cdr-demo", {"runtime": {"user": user}})
+    context = render_context(manifest, base_for(manifest), site, SOURCE)
+    assert {key: getattr(context.user, key) for key in expected} == expected
+    assert context.user.create and not context.user.root
+
+
+def test_root_needs_allow_root_and_is_then_not_created(tmp_path: Path, site: SiteSettings) -> None:
+    runtime = {"user": "0:0", "allow_root": True, "root_reason": "mounts a FUSE file system"}
+    manifest = variant(tmp_path, "sst-cdr-demo", {"runtime": runtime})
+    user = render_context(manifest, base_for(manifest), site, SOURCE).user
+    assert user.root and not user.create
+
+
+def test_free_text_cannot_start_a_new_dockerfile_line(tmp_path: Path, site: SiteSettings) -> None:
+    data = yaml.safe_load((EXAMPLES["olci-l1-demo"] / "processor.yaml").read_text(encoding="utf-8"))
+    cots = [{**data["cots"][0], "license": "MIT\nRUN curl evil", "version": "1.0\nUSER 0"}]
+    info = {**data["processor"], "description": "SST\nRUN rm -rf /", "maintainers": ["A\nUSER 0"]}
+    manifest = variant(tmp_path, "olci-l1-demo", {"cots": cots, "processor": info})
+    context = render_context(manifest, base_for(manifest), site, SOURCE)
+    assert (context.cots[0].license, context.cots[0].version) == ("MIT RUN curl evil", "1.0 USER 0")
+    assert context.labels["org.opencontainers.image.description"] == "SST RUN rm -rf /"
+    assert context.labels["org.opencontainers.image.authors"] == "A USER 0"
+    env = {**data["cots"][0]["env"], "LUT": "a\nRUN b"}
+    manifest = variant(tmp_path / "env", "olci-l1-demo", {"cots": [{**data["cots"][0], "env": env}]})
+    with pytest.raises(InputError, match=r"cots\[0\]\.env\.LUT: must be one line"):
+        render_context(manifest, base_for(manifest), site, SOURCE)
