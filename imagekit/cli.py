@@ -241,19 +241,24 @@ def build_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
 ) -> None:
     """Render and build on the profile's engine; tags <name>:<version> and <name>:git-<sha>."""
+    from imagekit.engines.base import instruction_of
     from imagekit.pipeline import build_processor
 
     profile = _options(ctx).load().profile
 
     def stream(line: str) -> None:
-        if not quiet:
-            err.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+        if quiet:
+            return
+        if instruction_of(line):
+            err.print(f"[bold cyan]{escape(line)}[/bold cyan]", highlight=False)
+        else:
+            err.print(f"[dim]  {escape(line)}[/dim]", highlight=False)
 
     outcome = build_processor(directory, profile, on_line=stream, release=release, no_cache=no_cache)
     image = outcome.image
     table = Table("size", "layer", title=f"{image.tags[0]} ({image.engine}) {image.id}")
     for layer in image.layers:
-        table.add_row(_size(layer.size) if layer.size else "", layer.created_by[:100])
+        table.add_row(_size(layer.size) if layer.size else "", _step(layer.created_by))
     out.print(table)
     out.print(f"built {', '.join(image.tags)} image {image.id}; log {image.log_file}", highlight=False)
     if test:
@@ -311,6 +316,24 @@ def _run_smoke(directory: Path, profile: Profile) -> None:
                 out.print(f"    | {escape(line)}", highlight=False)
     info = manifest.processor.processor
     require_all_passed(f"{info.name}:{info.version}", outcomes)
+
+
+_SHELL_PREFIXES = (
+    "/bin/sh -c #(nop) ",
+    "/bin/bash -o pipefail -c #(nop) ",
+    "/bin/sh -c ",
+    "/bin/bash -o pipefail -c ",
+)
+
+
+def _step(created_by: str) -> str:
+    """A layer's instruction as written in the Dockerfile, without the engine's shell prefix."""
+    for prefix in _SHELL_PREFIXES:
+        if created_by.startswith(prefix):
+            created_by = created_by[len(prefix) :]
+            break
+    created_by = " ".join(created_by.split())
+    return escape(created_by[:90] + ("…" if len(created_by) > 90 else "")) if created_by else "(base image)"
 
 
 def _size(size: int) -> str:

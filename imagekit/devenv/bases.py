@@ -55,6 +55,15 @@ def _mirror(profile: Profile) -> str:
     return profile.site.apt_mirror or "http://deb.debian.org/debian"
 
 
+def apt_sources(mirror: str, suite: str) -> list[str]:
+    """The suite with its point-release updates and its security archive, so bases start patched."""
+    security = mirror.rstrip("/") + "-security" if mirror.rstrip("/").endswith("/debian") else ""
+    sources = [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main"]
+    if security:
+        sources.append(f"deb {security} {suite}-security main")
+    return sources
+
+
 def bootstrap_one(profile: Profile, name: str, entry: BaseProfile, log: Log) -> BaseRef:
     """mmdebstrap -> docker import -> push; returns the pinned reference."""
     assert entry.bootstrap is not None
@@ -68,7 +77,7 @@ def bootstrap_one(profile: Profile, name: str, entry: BaseProfile, log: Log) -> 
         command = ["mmdebstrap", f"--variant={spec.variant}", "--format=tar"]
         if spec.include:
             command.append("--include=" + ",".join(spec.include))
-        command += [spec.suite, str(tarball), _mirror(profile)]
+        command += [spec.suite, str(tarball), *apt_sources(_mirror(profile), spec.suite)]
         log(f"bootstrapping base {name} from {_mirror(profile)} ({spec.suite}, {spec.variant})")
         env = {**os.environ, "SOURCE_DATE_EPOCH": BOOTSTRAP_EPOCH}
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

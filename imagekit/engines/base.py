@@ -19,6 +19,12 @@ _INSTRUCTION = re.compile(r"^(?:Step \d+/\d+ : |STEP \d+/\d+: |#\d+ \[[^\]]*\] )
 TAIL_LINES = 20
 
 
+def instruction_of(line: str) -> str | None:
+    """The instruction a build-output line starts, if it starts one (for progress displays)."""
+    match = _INSTRUCTION.match(line)
+    return match.group("instruction") if match else None
+
+
 @dataclass(frozen=True)
 class Layer:
     diff_id: str
@@ -83,9 +89,9 @@ class BuildTranscript:
                 line = raw.rstrip("\n")
                 log.write(line + "\n")
                 log.flush()
-                match = _INSTRUCTION.match(line)
-                if match:
-                    self.instruction = match.group("instruction")
+                instruction = instruction_of(line)
+                if instruction:
+                    self.instruction = instruction
                     self.tail.clear()
                 else:
                     self.tail.append(line)
