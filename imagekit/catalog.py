@@ -69,6 +69,8 @@ class BaseRef(BaseModel):
     model_config = ConfigDict(frozen=True)
     image: str
     digest: str
+    recipe: str = ""
+    """For a bootstrapped base: the sha256 of how it was made, so a changed recipe rebuilds it."""
 
     @property
     def pinned(self) -> str:

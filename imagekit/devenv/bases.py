@@ -7,6 +7,7 @@ itself is reproducible.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -64,6 +65,14 @@ def apt_sources(mirror: str, suite: str) -> list[str]:
     return sources
 
 
+def recipe(profile: Profile, entry: BaseProfile) -> str:
+    """Hash of everything that decides a bootstrapped base's content."""
+    assert entry.bootstrap is not None
+    spec = entry.bootstrap
+    made_of = [spec.variant, spec.suite, *sorted(spec.include), *apt_sources(_mirror(profile), spec.suite)]
+    return hashlib.sha256("\n".join(made_of).encode()).hexdigest()
+
+
 def bootstrap_one(profile: Profile, name: str, entry: BaseProfile, log: Log) -> BaseRef:
     """mmdebstrap -> docker import -> push; returns the pinned reference."""
     assert entry.bootstrap is not None
@@ -92,11 +101,11 @@ def bootstrap_one(profile: Profile, name: str, entry: BaseProfile, log: Log) -> 
     digest = next((d.split("@", 1)[1] for d in repo_digests if d.startswith(repository + "@")), "")
     if not digest:
         raise ToolError(f"pushed {tag} but the engine reports no digest for {repository}")
-    return BaseRef(image=repository, digest=digest)
+    return BaseRef(image=repository, digest=digest, recipe=recipe(profile, entry))
 
 
 def ensure_bases(profile: Profile, log: Log) -> dict[str, BaseRef]:
-    """Bootstrap every catalog base that this site has no live digest for; idempotent."""
+    """Bootstrap every catalog base that this site has no live, current digest for; idempotent."""
     records = recorded_bases(profile.data_dir)
     ensured: dict[str, BaseRef] = {}
     for name, entry in sorted(load_catalog().profiles.items()):
@@ -104,7 +113,13 @@ def ensure_bases(profile: Profile, log: Log) -> dict[str, BaseRef]:
             continue
         expected = bootstrap_repository(profile.registry.url, profile.registry.project, name)
         known = records.get(name)
-        if known is not None and known.image == expected and _registry_has(profile, known):
+        current = (
+            known is not None
+            and known.image == expected
+            and known.recipe == recipe(profile, entry)
+            and _registry_has(profile, known)
+        )
+        if known is not None and current:
             ensured[name] = known
             continue
         ref = bootstrap_one(profile, name, entry, log)
