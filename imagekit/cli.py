@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 tool or infrastructure failure, 2 bad input or usage, 3 a 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,6 +319,7 @@ def _run_smoke(directory: Path, profile: Profile) -> None:
     require_all_passed(f"{info.name}:{info.version}", outcomes)
 
 
+_CONTENT_HASH = re.compile(r"\b(file|dir):([0-9a-f]{12})[0-9a-f]{52}\b")
 _SHELL_PREFIXES = (
     "/bin/sh -c #(nop) ",
     "/bin/bash -o pipefail -c #(nop) ",
@@ -332,7 +334,7 @@ def _step(created_by: str) -> str:
         if created_by.startswith(prefix):
             created_by = created_by[len(prefix) :]
             break
-    created_by = " ".join(created_by.split())
+    created_by = _CONTENT_HASH.sub(r"\1:\2", " ".join(created_by.split()))
     return escape(created_by[:90] + ("…" if len(created_by) > 90 else "")) if created_by else "(base image)"
 
 
