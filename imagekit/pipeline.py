@@ -67,8 +67,8 @@ def render_processor(
     target: Literal["docker", "apptainer"] = "docker",
     image_ref: str = "",
 ) -> tuple[LoadedManifest, SourceInfo, RenderResult]:
-    manifest = load_manifest(directory, release=release)
-    source = source_info(manifest.directory, os.environ)
+    source = source_info(directory if directory.is_dir() else directory.parent, os.environ)
+    manifest = load_manifest(directory, release=release or bool(source.release_tag))
     rendered = render(
         manifest,
         out_dir or default_render_dir(manifest, target),

@@ -36,6 +36,8 @@ class SourceInfo(BaseModel):
     """RFC 3339 UTC time, from SOURCE_DATE_EPOCH or the commit."""
     source_url: str = ""
     """Web URL of the repository, without credentials; "" when unknown."""
+    release_tag: str = ""
+    """The git tag the revision is released as (CI_COMMIT_TAG, or a tag on HEAD); "" when none."""
 
 
 def _rfc3339(epoch: int) -> str:
@@ -93,6 +95,7 @@ def source_info(directory: Path, env: Mapping[str, str] = os.environ) -> SourceI
             short=UNKNOWN_REVISION,
             created=_rfc3339(epoch or 0),
             source_url=source_url,
+            release_tag=env.get("CI_COMMIT_TAG", ""),
         )
     if epoch is None:
         epoch = int(_git(directory, "show", "-s", "--format=%ct", revision) or 0)
@@ -101,4 +104,6 @@ def source_info(directory: Path, env: Mapping[str, str] = os.environ) -> SourceI
         short=revision[:SHORT_LENGTH],
         created=_rfc3339(epoch),
         source_url=source_url,
+        release_tag=env.get("CI_COMMIT_TAG", "")
+        or _git(directory, "describe", "--tags", "--exact-match", revision),
     )

@@ -66,6 +66,7 @@ def test_outside_git_the_revision_is_unknown_and_time_is_fixed(tmp_path: Path) -
         "short": "unknown",
         "created": "1970-01-01T00:00:00Z",
         "source_url": "",
+        "release_tag": "",
     }
     assert source_info(tmp_path, env={"SOURCE_DATE_EPOCH": "86400"}).created == "1970-01-02T00:00:00Z"
 
