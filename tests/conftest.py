@@ -71,17 +71,31 @@ def _dangling(docker: str) -> set[str]:
 
 
 @pytest.fixture
-def docker_cleanup(site_profile: Profile, local_env: dict[str, object]) -> Iterator[list[str]]:
+def image_cleanup() -> Iterator[Callable[[str], list[str]]]:
+    """`image_cleanup(binary)` gives a list: its tags are removed afterwards, with the stage images the
+    test's builds left dangling on that engine (docker or podman)."""
+    tracked: dict[str, tuple[set[str], list[str]]] = {}
+
+    def track(binary: str) -> list[str]:
+        if binary not in tracked:
+            tracked[binary] = (_dangling(binary), [])
+        return tracked[binary][1]
+
+    yield track
+    for binary, (before, tags) in tracked.items():
+        if tags:
+            subprocess.run([binary, "image", "rm", "--force", *tags], capture_output=True, check=False)
+        leftovers = _dangling(binary) - before
+        if leftovers:
+            subprocess.run([binary, "image", "rm", "--force", *leftovers], capture_output=True, check=False)
+
+
+@pytest.fixture
+def docker_cleanup(
+    site_profile: Profile, local_env: dict[str, object], image_cleanup: Callable[[str], list[str]]
+) -> list[str]:
     """Tags a test appends are removed afterwards, with the stage images its builds left dangling."""
-    docker = site_profile.engine.docker_binary or "docker"
-    before = _dangling(docker)
-    tags: list[str] = []
-    yield tags
-    if tags:
-        subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
-    leftovers = _dangling(docker) - before
-    if leftovers:
-        subprocess.run([docker, "image", "rm", "--force", *leftovers], capture_output=True, check=False)
+    return image_cleanup(site_profile.engine.docker_binary or "docker")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -22,15 +22,17 @@ __all__ = ["BuiltImage", "Engine", "Layer", "LogSink", "RunResult", "engine_for"
 def engine_for(profile: Profile, *, storage_root: Path | None = None) -> Engine:
     """The engine the profile names; `storage_root` gives buildah a storage of its own."""
     name = profile.engine.name
+    insecure = [profile.registry.url] if profile.registry.insecure else []
     if name == "docker":
-        return DockerEngine(profile.engine.docker_binary or "docker", network=profile.engine.network)
+        binary = profile.engine.docker_binary or "docker"
+        return DockerEngine(binary, network=profile.engine.network, insecure_registries=insecure)
     if name == "podman":
-        return DockerEngine("podman", network=profile.engine.network)
+        return DockerEngine("podman", network=profile.engine.network, insecure_registries=insecure)
     if name == "buildah":
         return BuildahEngine(
             network=profile.engine.network,
             storage_driver=profile.engine.storage_driver,
             storage_root=storage_root,
-            insecure_registries=[profile.registry.url] if profile.registry.insecure else [],
+            insecure_registries=insecure,
         )
     raise ProfileError(f"engine.name: unknown engine '{name}'")

@@ -13,9 +13,11 @@ from imagekit.errors import BuildError
 
 LogSink = Callable[[str], None]
 
-# "Step 3/9 : RUN make" (docker legacy), "STEP 3/9: RUN make" (buildah, podman),
-# "#7 [builder 2/4] RUN make" (buildx)
-_INSTRUCTION = re.compile(r"^(?:Step \d+/\d+ : |STEP \d+/\d+: |#\d+ \[[^\]]*\] )(?P<instruction>.+)$")
+# "Step 3/9 : RUN make" (docker legacy), "STEP 3/9: RUN make" (buildah), "[2/3] STEP 3/9: RUN make"
+# (podman, multi-stage), "#7 [builder 2/4] RUN make" (buildx)
+_INSTRUCTION = re.compile(
+    r"^(?:Step \d+/\d+ : |(?:\[\d+/\d+\] )?STEP \d+/\d+: |#\d+ \[[^\]]*\] )(?P<instruction>.+)$"
+)
 TAIL_LINES = 20
 
 
@@ -23,6 +25,17 @@ def instruction_of(line: str) -> str | None:
     """The instruction a build-output line starts, if it starts one (for progress displays)."""
     match = _INSTRUCTION.match(line)
     return match.group("instruction") if match else None
+
+
+def pulls_over_plain_http(dockerfile: Path, insecure_registries: list[str]) -> bool:
+    """Whether a FROM names a registry the profile marks insecure (plain HTTP on loopback).
+
+    Docker trusts 127.0.0.0/8 over HTTP by itself; podman and buildah must be told.
+    """
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        if line.startswith("FROM ") and any(line[5:].startswith(r + "/") for r in insecure_registries):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,14 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from imagekit.engines.base import BuildTranscript, BuiltImage, Layer, LogSink, RunResult
+from imagekit.engines.base import (
+    BuildTranscript,
+    BuiltImage,
+    Layer,
+    LogSink,
+    RunResult,
+    pulls_over_plain_http,
+)
 from imagekit.errors import ToolError
 
 
@@ -40,11 +47,6 @@ class BuildahEngine:
             ]
         return command
 
-    def _tls(self, image: str) -> list[str]:
-        """Plain HTTP only for the registries the profile marks insecure (loopback)."""
-        insecure = any(image.startswith(registry + "/") for registry in self.insecure_registries)
-        return ["--tls-verify=false"] if insecure else []
-
     def _run(self, args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
@@ -63,12 +65,11 @@ class BuildahEngine:
         source_date_epoch: int | None,
         no_cache: bool = False,
     ) -> BuiltImage:
-        dockerfile = (context / "Dockerfile").read_text(encoding="utf-8")
         command = [
             *self._base(), "bud", "--isolation", "chroot", "--layers", "--force-rm",
             "--network", self.network, "--file", str(context / "Dockerfile"),
         ]  # fmt: skip
-        if any(line.startswith("FROM ") and self._tls(line[5:].strip()) for line in dockerfile.splitlines()):
+        if pulls_over_plain_http(context / "Dockerfile", self.insecure_registries):
             command.append("--tls-verify=false")
         if source_date_epoch is not None:
             command += ["--timestamp", str(source_date_epoch)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from functools import cached_property
@@ -12,7 +13,14 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import stream_stdout_and_stderr
 
 from imagekit.config import Profile
-from imagekit.engines.base import BuildTranscript, BuiltImage, Layer, LogSink, RunResult
+from imagekit.engines.base import (
+    BuildTranscript,
+    BuiltImage,
+    Layer,
+    LogSink,
+    RunResult,
+    pulls_over_plain_http,
+)
 from imagekit.errors import ToolError
 
 
@@ -22,8 +30,9 @@ def docker_client(profile: Profile) -> DockerClient:
 
 
 class DockerEngine:
-    def __init__(self, binary: str, *, network: str) -> None:
+    def __init__(self, binary: str, *, network: str, insecure_registries: list[str]) -> None:
         self.binary = binary
+        self.insecure_registries = insecure_registries
         self.name = "podman" if Path(binary).name == "podman" else "docker"
         self.network = network
         self.client = DockerClient(client_call=[binary])
@@ -47,6 +56,8 @@ class DockerEngine:
                 env["DOCKER_BUILDKIT"] = "0"
             else:
                 command += ["--layers"]
+                if pulls_over_plain_http(context / "Dockerfile", self.insecure_registries):
+                    command += ["--tls-verify=false"]
         command += ["--network", self.network, "--file", str(context / "Dockerfile")]
         for tag in tags:
             command += ["--tag", tag]
@@ -90,30 +101,32 @@ class DockerEngine:
         )
 
     def _history(self, image: str) -> list[Layer]:
-        """Instructions that wrote bytes, oldest first (python-on-whales has no history yet)."""
+        """Instructions that wrote bytes, oldest first (python-on-whales has no history yet).
+
+        Docker prints raw byte counts with `--human=false`; podman ignores that flag, but its
+        JSON carries them.
+        """
+        fmt = "json" if self.name == "podman" else "{{json .}}"
         listed = subprocess.run(
-            [
-                self.binary,
-                "image",
-                "history",
-                "--no-trunc",
-                "--human=false",
-                "--format",
-                "{{.Size}}\t{{.CreatedBy}}",
-                image,
-            ],
+            [self.binary, "image", "history", "--no-trunc", "--human=false", "--format", fmt, image],
             capture_output=True,
             text=True,
             check=False,
         )
         if listed.returncode != 0:
             raise ToolError(f"{self.binary} image history {image} failed: {listed.stderr.strip()}")
-        layers = []
-        for row in reversed(listed.stdout.splitlines()):
-            size, _, created_by = row.partition("\t")
-            if size.isdigit() and int(size) > 0:
-                layers.append(Layer(diff_id="", size=int(size), created_by=created_by.strip()))
-        return layers
+        if self.name == "podman":
+            entries = [
+                (int(e.get("size", 0)), str(e.get("CreatedBy", ""))) for e in json.loads(listed.stdout)
+            ]
+        else:
+            rows = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+            entries = [(int(r["Size"]) if str(r["Size"]).isdigit() else 0, str(r["CreatedBy"])) for r in rows]
+        return [
+            Layer(diff_id="", size=size, created_by=created_by.strip())
+            for size, created_by in reversed(entries)
+            if size > 0
+        ]
 
     def run(self, image: str, command: list[str], *, user: str, timeout_s: int) -> RunResult:
         name = f"imagekit-smoke-{uuid.uuid4().hex[:12]}"
