@@ -229,7 +229,7 @@ def render_command(
         image_ref=image_ref,
     )
     for path in rendered.files:
-        out.print(f"wrote {path}", highlight=False)
+        out.print(f"wrote {rendered.context_dir / path}", highlight=False)
 
 
 @app.command("build")

@@ -19,6 +19,7 @@ _INSTRUCTION = re.compile(
     r"^(?:Step \d+/\d+ : |(?:\[\d+/\d+\] )?STEP \d+/\d+: |#\d+ \[[^\]]*\] )(?P<instruction>.+)$"
 )
 TAIL_LINES = 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def instruction_of(line: str) -> str | None:
@@ -99,7 +100,7 @@ class BuildTranscript:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("w", encoding="utf-8") as log:
             for raw in lines:
-                line = raw.rstrip("\n")
+                line = _ANSI.sub("", raw.rstrip("\n"))
                 log.write(line + "\n")
                 log.flush()
                 instruction = instruction_of(line)
