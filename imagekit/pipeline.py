@@ -15,7 +15,7 @@ from typing import Literal
 from imagekit.catalog import BaseRef, resolve_base
 from imagekit.config import Profile
 from imagekit.engines import BuiltImage, Engine, LogSink, engine_for
-from imagekit.errors import InputError, SmokeTestError
+from imagekit.errors import InputError, SmokeTestError, ToolError
 from imagekit.manifest import LoadedManifest, load_manifest
 from imagekit.render import RenderResult, SourceInfo, render, source_info
 from imagekit.render.source import UNKNOWN_REVISION
@@ -132,6 +132,11 @@ def scan_target(target: str, profile: Profile, *, reports_root: Path) -> ScanRes
 
     Raises ScanFailed (exit 3) after writing the reports and the status when the policy says no.
     """
+    if profile.engine.name != "docker":
+        raise ToolError(
+            f"imagekit scan reads images from the Docker engine; images built with {profile.engine.name} "
+            "are not there: build with engine.name = docker to scan"
+        )
     site_policy = Path(profile.scan.policy) if profile.scan.policy else default_policy_path()
     override: Path | None = None
     dockerfile: Path | None = None
