@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import shlex
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +20,7 @@ from imagekit.config import SiteSettings
 from imagekit.errors import InputError
 from imagekit.manifest import LoadedManifest
 from imagekit.manifest.model import CopySpec, Processor, SmokeTest
+from imagekit.manifest.rules import label_key_problem, one_line_problem, shell_command_problem
 from imagekit.render.source import SourceInfo
 
 VENV = "/opt/venv"
@@ -42,9 +42,7 @@ CACHE_PATTERNS = (
     "__pycache__",
 )
 """Never part of a build context: local caches would change layers without a source change."""
-GENERATED_LABELS = ("org.opencontainers.image.", "imagekit.")
 _ARCHIVE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _MIRROR = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?$")
 
 FIELD_OF: dict[str, str] = {
@@ -226,16 +224,9 @@ def _mirror(value: str, setting: str) -> str:
 
 
 def _shell_command(manifest: LoadedManifest, field: str, command: str) -> str:
-    """One line of shell that can be chained with && in a RUN without changing its meaning."""
-    if "\n" in command.strip():
-        raise _fail(manifest, field, "a command is one line of shell; give each command its own list item")
-    try:
-        with_comments = shlex.split(command, comments=True)
-        without = shlex.split(command, comments=False)
-    except ValueError as exc:
-        raise _fail(manifest, field, f"not valid shell: {exc}") from exc
-    if with_comments != without:
-        raise _fail(manifest, field, "a '#' comment would swallow the commands chained after it")
+    problem = shell_command_problem(command)
+    if problem:
+        raise _fail(manifest, field, problem)
     return command.strip()
 
 
@@ -262,9 +253,9 @@ def _copies(
 
 
 def _one_line(manifest: LoadedManifest, field: str, value: str) -> str:
-    """A value written into one Dockerfile line: a newline there would start a new instruction."""
-    if "\n" in value or "\r" in value:
-        raise _fail(manifest, field, "must be one line")
+    problem = one_line_problem(value)
+    if problem:
+        raise _fail(manifest, field, problem)
     return value
 
 
@@ -353,10 +344,9 @@ def _labels(manifest: LoadedManifest, base: BaseRef, profile: str, source: Sourc
     }
     labels = {key: value for key, value in generated.items() if value}
     for key, value in manifest.processor.labels.items():
-        if not _LABEL_KEY.match(key):
-            raise _fail(manifest, f"labels.{key}", "a label key is letters, digits, '.', '-', '_' or '/'")
-        if key.startswith(GENERATED_LABELS):
-            raise _fail(manifest, f"labels.{key}", "org.opencontainers.image.* and imagekit.* are generated")
+        problem = label_key_problem(key)
+        if problem:
+            raise _fail(manifest, f"labels.{key}", problem)
         labels[key] = _one_line(manifest, f"labels.{key}", value)
     return dict(sorted(labels.items()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,8 +13,8 @@ import yaml
 
 from imagekit.catalog import BaseRef
 from imagekit.config import SiteSettings
-from imagekit.errors import InputError
-from imagekit.manifest import LoadedManifest, load_manifest
+from imagekit.errors import InputError, ManifestError
+from imagekit.manifest import LoadedManifest, Processor, load_manifest
 from imagekit.render import render_context
 
 from .render_parts import DIGEST, EXAMPLES, SOURCE, base_for
@@ -127,15 +128,40 @@ def test_an_unpinned_base_is_refused(site: SiteSettings) -> None:
         render_context(manifest, BaseRef(image="debian", digest="latest"), site, SOURCE)
 
 
+VALUE_RULES = [
+    ({"build": {"commands": ["make # all of it"]}}, "build.commands[0]"),
+    ({"build": {"commands": ["make\nmake install"]}}, "build.commands[0]"),
+    ({"app": {"install": "pip install . # then"}}, "app.install"),
+    ({"labels": {"imagekit.executables": "[]"}}, "labels.imagekit.executables"),
+    ({"labels": {"bad key": "x"}}, "labels.bad key"),
+    ({"runtime": {"env": {"MULTI": "one\ntwo"}}}, "runtime.env.MULTI"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), VALUE_RULES)
+def test_value_rules_are_reported_by_validation_and_still_guard_rendering(
+    tmp_path: Path, site: SiteSettings, change: dict[str, Any], field: str
+) -> None:
+    """`validate` names the line; a model built in code, never validated, still cannot render."""
+    with pytest.raises(ManifestError) as refused:
+        variant(tmp_path, "sst-cdr-demo", change)
+    dotted = field.replace("[0]", ".0").replace("labels.bad key", "labels")
+    assert any(p.field.replace("[0]", ".0").startswith(dotted) for p in refused.value.problems), (
+        refused.value.message
+    )
+    original = load_manifest(EXAMPLES["sst-cdr-demo"])
+    data = original.processor.model_dump(by_alias=True, exclude_none=True)
+    section, value = next(iter(change.items()))
+    data[section] = {**data.get(section, {}), **value} if isinstance(value, dict) else value
+    unvalidated = dataclasses.replace(original, processor=Processor.model_validate(data))
+    with pytest.raises(InputError) as raised:
+        render_context(unvalidated, base_for(unvalidated), site, SOURCE)
+    assert f"processor.yaml: {field}: " in raised.value.message
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"build": {"commands": ["make # all of it"]}}, "build.commands[0]"),
-        ({"build": {"commands": ["make\nmake install"]}}, "build.commands[0]"),
-        ({"app": {"install": "pip install . # then"}}, "app.install"),
-        ({"labels": {"imagekit.executables": "[]"}}, "labels.imagekit.executables"),
-        ({"labels": {"bad key": "x"}}, "labels.bad key"),
-        ({"runtime": {"env": {"MULTI": "one\ntwo"}}}, "runtime.env.MULTI"),
         ({"app": {"copy": [{"from": ".", "to": "/opt/processor/"}]}}, "app.copy[0].from"),
         ({"base": {"profile": "debian-12"}}, "dependencies.python"),
     ],
@@ -188,6 +214,5 @@ def test_free_text_cannot_start_a_new_dockerfile_line(tmp_path: Path, site: Site
     assert context.labels["org.opencontainers.image.description"] == "SST RUN rm -rf /"
     assert context.labels["org.opencontainers.image.authors"] == "A USER 0"
     env = {**data["cots"][0]["env"], "LUT": "a\nRUN b"}
-    manifest = variant(tmp_path / "env", "olci-l1-demo", {"cots": [{**data["cots"][0], "env": env}]})
-    with pytest.raises(InputError, match=r"cots\[0\]\.env\.LUT: must be one line"):
-        render_context(manifest, base_for(manifest), site, SOURCE)
+    with pytest.raises(ManifestError, match=r":25:10: cots\[0\]\.env\.LUT: must be one line"):
+        variant(tmp_path / "env", "olci-l1-demo", {"cots": [{**data["cots"][0], "env": env}]})
