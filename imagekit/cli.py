@@ -284,19 +284,13 @@ def scan_command(
     ),
 ) -> None:
     """Scan with Trivy and apply the policy: exit 0 passed, 3 failed or not scanned."""
-    from imagekit.pipeline import scan_target
+    from imagekit.pipeline import image_of, scan_target
     from imagekit.scan import scan_status
 
     profile = _options(ctx).load().profile
-    docker = profile.engine.docker_binary or "docker"
     if status:
-        image = target
-        if Path(target).is_dir():
-            from imagekit.manifest import load_manifest
-
-            info = load_manifest(target).processor.processor
-            image = f"{info.name}:{info.version}"
-        state = scan_status(image, profile.data_dir, docker=docker)
+        image = image_of(target)
+        state = scan_status(image, profile.data_dir, docker=profile.engine.docker)
         out.print(f"{image}: {state}", highlight=False)
         if state != "passed":
             raise _Exit(3, f"{image}: {state}")
@@ -306,7 +300,7 @@ def scan_command(
 
 
 def _run_smoke(directory: Path, profile: Profile) -> None:
-    from imagekit.pipeline import require_all_passed, smoke_test_processor
+    from imagekit.pipeline import require_all_passed, smoke_test_processor, version_image
 
     manifest, outcomes = smoke_test_processor(directory, profile)
     for outcome in outcomes:
@@ -315,8 +309,7 @@ def _run_smoke(directory: Path, profile: Profile) -> None:
         if not outcome.passed:
             for line in (outcome.stdout + outcome.stderr).strip().splitlines()[-10:]:
                 out.print(f"    | {escape(line)}", highlight=False)
-    info = manifest.processor.processor
-    require_all_passed(f"{info.name}:{info.version}", outcomes)
+    require_all_passed(version_image(manifest), outcomes)
 
 
 _CONTENT_HASH = re.compile(r"\b(file|dir):([0-9a-f]{12})[0-9a-f]{52}\b")

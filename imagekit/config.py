@@ -46,6 +46,11 @@ class EngineSettings(_Section):
     storage_driver: Literal["overlay", "vfs"] = "overlay"
     """buildah's storage: overlay where the kernel allows it, vfs anywhere (slow: a full copy per layer)."""
 
+    @property
+    def docker(self) -> str:
+        """The docker client to run."""
+        return self.docker_binary or "docker"
+
 
 class RegistrySettings(_Section):
     url: str = "127.0.0.1:5000"

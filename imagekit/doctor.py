@@ -47,7 +47,7 @@ def trivy_binary() -> str:
 def _engine_check(profile: Profile) -> Check:
     name = profile.engine.name
     if name == "docker":
-        binary = profile.engine.docker_binary or "docker"
+        binary = profile.engine.docker
         ok, detail = _version([binary, "version", "--format", "server {{.Server.Version}}"])
         how = (
             "start it with `imagekit dev up`, or as root: "
@@ -65,7 +65,7 @@ def _engine_check(profile: Profile) -> Check:
 
 def run_checks(profile: Profile) -> list[Check]:
     checks = [_engine_check(profile)]
-    docker = profile.engine.docker_binary or "docker"
+    docker = profile.engine.docker
     ok, detail = _version([docker, "buildx", "version"])
     checks.append(
         Check(

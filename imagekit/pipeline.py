@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -49,12 +48,21 @@ def base_for(manifest: LoadedManifest, profile: Profile) -> BaseRef:
     return BaseRef(image=base.image, digest=base.digest)
 
 
+def version_image(manifest: LoadedManifest) -> str:
+    """The local image of the manifest's version, `<name>:<version>`."""
+    return f"{manifest.processor.processor.name}:{manifest.processor.processor.version}"
+
+
+def image_of(target: str) -> str:
+    """The image a command means: a processor directory's version image, or the image named."""
+    return version_image(load_manifest(target)) if Path(target).is_dir() else target
+
+
 def local_tags(manifest: LoadedManifest, source: SourceInfo) -> list[str]:
     """`<name>:<version>`, plus `<name>:git-<short sha>` when the processor is under git."""
-    name = manifest.processor.processor.name
-    tags = [f"{name}:{manifest.processor.processor.version}"]
+    tags = [version_image(manifest)]
     if source.revision != UNKNOWN_REVISION:
-        tags.append(f"{name}:git-{source.short}")
+        tags.append(f"{manifest.processor.processor.name}:git-{source.short}")
     return tags
 
 
@@ -99,9 +107,7 @@ def build_processor(
         log_file=manifest.directory / WORK_DIR / "build.log",
         on_line=on_line,
         no_cache=no_cache,
-        source_date_epoch=int(
-            datetime.strptime(source.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-        ),
+        source_date_epoch=source.epoch,
     )
     return BuildOutcome(manifest, rendered, source, image)
 
@@ -112,7 +118,7 @@ def smoke_test_processor(
     """Run the manifest's smoke tests in the image built for its version; raise if any fails."""
     manifest = load_manifest(directory)
     engine = engine or engine_for(profile)
-    image = f"{manifest.processor.processor.name}:{manifest.processor.processor.version}"
+    image = version_image(manifest)
     if not engine.exists(image):
         raise InputError(f"{image} is not built on {engine.name}: run `imagekit build {directory}` first")
     outcomes = run_smoke_tests(engine, image, manifest.processor)
@@ -144,7 +150,7 @@ def scan_target(target: str, profile: Profile, *, reports_root: Path) -> ScanRes
     if Path(target).is_dir():
         manifest = load_manifest(target)
         name, version = manifest.processor.processor.name, manifest.processor.processor.version
-        image = f"{name}:{version}"
+        image = version_image(manifest)
         processor_dir = manifest.directory
         override = processor_dir / PROCESSOR_POLICY_FILE
         dockerfile = default_render_dir(manifest) / "Dockerfile"
@@ -167,5 +173,5 @@ def scan_target(target: str, profile: Profile, *, reports_root: Path) -> ScanRes
         reports_root=reports_root,
         cache_dir=profile.data_dir / "trivy",
         data_dir=profile.data_dir,
-        docker=profile.engine.docker_binary or "docker",
+        docker=profile.engine.docker,
     )

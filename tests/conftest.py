@@ -95,7 +95,7 @@ def docker_cleanup(
     site_profile: Profile, local_env: dict[str, object], image_cleanup: Callable[[str], list[str]]
 ) -> list[str]:
     """Tags a test appends are removed afterwards, with the stage images its builds left dangling."""
-    return image_cleanup(site_profile.engine.docker_binary or "docker")
+    return image_cleanup(site_profile.engine.docker)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -2,7 +2,7 @@
 
 Three engines, one surface: Docker (buildx where installed, the legacy builder where not), podman
 (the same command line as Docker, through python-on-whales), and buildah (daemonless, chroot
-isolation, vfs storage). The engine streams its output live and keeps the whole log in a file; on a
+isolation, overlay or vfs storage). The engine streams its output live and keeps the whole log in a file; on a
 failure it names the failing instruction and shows the last lines of its output.
 """
 
@@ -24,7 +24,7 @@ def engine_for(profile: Profile, *, storage_root: Path | None = None) -> Engine:
     name = profile.engine.name
     insecure = [profile.registry.url] if profile.registry.insecure else []
     if name == "docker":
-        binary = profile.engine.docker_binary or "docker"
+        binary = profile.engine.docker
         return DockerEngine(binary, network=profile.engine.network, insecure_registries=insecure)
     if name == "podman":
         return DockerEngine("podman", network=profile.engine.network, insecure_registries=insecure)

@@ -24,6 +24,8 @@ from imagekit.engines.base import (
 )
 from imagekit.errors import ToolError
 
+_NOT_INSTALLED = "buildah is not installed: apt-get install -y buildah"
+
 
 class BuildahEngine:
     name = "buildah"
@@ -53,7 +55,7 @@ class BuildahEngine:
                 [*self._base(), *args], capture_output=True, text=True, timeout=timeout, check=False
             )
         except FileNotFoundError as exc:
-            raise ToolError("buildah is not installed: apt-get install -y buildah") from exc
+            raise ToolError(_NOT_INSTALLED) from exc
 
     def build(
         self,
@@ -82,7 +84,7 @@ class BuildahEngine:
         try:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         except FileNotFoundError as exc:
-            raise ToolError("buildah is not installed: apt-get install -y buildah") from exc
+            raise ToolError(_NOT_INSTALLED) from exc
         assert process.stdout is not None
         transcript.follow(process.stdout)
         if process.wait() != 0:

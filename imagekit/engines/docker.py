@@ -26,7 +26,7 @@ from imagekit.errors import ToolError
 
 def docker_client(profile: Profile) -> DockerClient:
     """A client for the profile's docker binary (the first `docker` on PATH by default)."""
-    return DockerClient(client_call=[profile.engine.docker_binary or "docker"])
+    return DockerClient(client_call=[profile.engine.docker])
 
 
 class DockerEngine:

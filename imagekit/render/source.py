@@ -39,6 +39,11 @@ class SourceInfo(BaseModel):
     release_tag: str = ""
     """The git tag the revision is released as (CI_COMMIT_TAG, or a tag on HEAD); "" when none."""
 
+    @property
+    def epoch(self) -> int:
+        """`created` as seconds since 1970, for engines that clamp times (SOURCE_DATE_EPOCH)."""
+        return int(datetime.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+
 
 def _rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
