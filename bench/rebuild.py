@@ -49,7 +49,9 @@ def make_cots(path: Path, name: str) -> str:
     with tarfile.open(path, "w:gz", compresslevel=1) as archive:
         archive.add(payload, arcname=f"{name}-1.0/lib/{name}.so")
     payload.unlink()
-    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+    return subprocess.run(
+        ["sha256sum", str(path)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
 
 
 def make_processor(root: Path) -> Path:
@@ -90,7 +92,12 @@ def make_processor(root: Path) -> Path:
 
 def code_bytes(directory: Path) -> int:
     """What a code change re-ships at best: the app's own files (bin, src, conf)."""
-    return sum(f.stat().st_size for sub in ("bin", "src", "conf") for f in (directory / sub).rglob("*") if f.is_file())
+    return sum(
+        f.stat().st_size
+        for sub in ("bin", "src", "conf")
+        for f in (directory / sub).rglob("*")
+        if f.is_file()
+    )
 
 
 def history(docker: str, image: str) -> list[tuple[str, int]]:
@@ -107,6 +114,11 @@ def new_bytes(docker: str, before: str, after: str) -> int:
     """Bytes of the layers `after` has that `before` did not: what a push re-ships."""
     old = {layer_id for layer_id, _ in history(docker, before) if layer_id != "<missing>"}
     return sum(size for layer_id, size in history(docker, after) if layer_id not in old)
+
+
+def dangling(docker: str) -> set[str]:
+    listed = [docker, "images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
+    return set(subprocess.run(listed, capture_output=True, text=True, check=True).stdout.split())
 
 
 def change_code(directory: Path) -> None:
@@ -128,7 +140,11 @@ def bench_imagekit(profile: Profile, directory: Path, docker: str) -> dict[str, 
     subprocess.run([docker, "tag", "bench-proc:1.0.0", "bench-proc:before"], check=True)
     change_code(directory)
     rebuild = timed(lambda: build(False))
-    return {"cold": cold, "rebuild": rebuild, "new": new_bytes(docker, "bench-proc:before", "bench-proc:1.0.0")}
+    return {
+        "cold": cold,
+        "rebuild": rebuild,
+        "new": new_bytes(docker, "bench-proc:before", "bench-proc:1.0.0"),
+    }
 
 
 def bench_naive(profile: Profile, directory: Path, docker: str) -> dict[str, float]:
@@ -140,19 +156,24 @@ def bench_naive(profile: Profile, directory: Path, docker: str) -> dict[str, flo
 
     def build(no_cache: bool) -> None:
         command = [docker, "build", "--network", profile.engine.network, "-q", "-t", "bench-naive:latest"]
-        subprocess.run([*command, *(["--no-cache"] if no_cache else []), str(context)], env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        flags = ["--no-cache"] if no_cache else []
+        subprocess.run([*command, *flags, str(context)], env=env, check=True, capture_output=True)
 
     cold = timed(lambda: build(True))
     subprocess.run([docker, "tag", "bench-naive:latest", "bench-naive:before"], check=True)
     change_code(context)
     rebuild = timed(lambda: build(False))
-    return {"cold": cold, "rebuild": rebuild, "new": new_bytes(docker, "bench-naive:before", "bench-naive:latest")}
+    return {
+        "cold": cold,
+        "rebuild": rebuild,
+        "new": new_bytes(docker, "bench-naive:before", "bench-naive:latest"),
+    }
 
 
 def main() -> int:
     profile = load_profile().profile
-    docker = profile.engine.docker_binary or "docker"
+    docker = profile.engine.docker
+    dangling_before = dangling(docker)
     with tempfile.TemporaryDirectory(prefix="imagekit-bench-") as tmp:
         directory = make_processor(Path(tmp))
         code = code_bytes(directory)
@@ -162,18 +183,29 @@ def main() -> int:
         finally:
             tags = ["bench-proc:1.0.0", "bench-proc:before", "bench-naive:latest", "bench-naive:before"]
             subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
-            subprocess.run([docker, "image", "prune", "--force", "--filter", "dangling=true"], capture_output=True,
-                           check=False)  # fmt: skip
+            leftovers = dangling(docker) - dangling_before
+            if leftovers:  # the bench's own stage images; others' dangling images stay
+                subprocess.run(
+                    [docker, "image", "rm", "--force", *leftovers], capture_output=True, check=False
+                )
     mb = 1e6
-    print(f"rebuild bench: {2 * COTS_MB} MB of COTS, {code / mb:.2f} MB of code, engine {profile.engine.name}")
+    print(
+        f"rebuild bench: {2 * COTS_MB} MB of COTS, {code / mb:.2f} MB of code, engine {profile.engine.name}"
+    )
     print(f"{'':34}{'imagekit':>12}{'naive':>12}{'ratio':>10}")
     print(f"{'cold build (s)':34}{ours['cold']:12.1f}{naive['cold']:12.1f}")
-    print(f"{'code-only rebuild (s)':34}{ours['rebuild']:12.1f}{naive['rebuild']:12.1f}"
-          f"{naive['rebuild'] / ours['rebuild']:9.1f}x")  # fmt: skip
-    print(f"{'rebuild / cold (target <= 15%)':34}{ours['rebuild'] / ours['cold']:12.1%}"
-          f"{naive['rebuild'] / naive['cold']:12.1%}")  # fmt: skip
-    print(f"{'new layer bytes (MB)':34}{ours['new'] / mb:12.2f}{naive['new'] / mb:12.2f}"
-          f"{naive['new'] / max(ours['new'], 1):9.1f}x")  # fmt: skip
+    print(
+        f"{'code-only rebuild (s)':34}{ours['rebuild']:12.1f}{naive['rebuild']:12.1f}"
+        f"{naive['rebuild'] / ours['rebuild']:9.1f}x"
+    )
+    print(
+        f"{'rebuild / cold (target <= 15%)':34}{ours['rebuild'] / ours['cold']:12.1%}"
+        f"{naive['rebuild'] / naive['cold']:12.1%}"
+    )
+    print(
+        f"{'new layer bytes (MB)':34}{ours['new'] / mb:12.2f}{naive['new'] / mb:12.2f}"
+        f"{naive['new'] / max(ours['new'], 1):9.1f}x"
+    )
     print(f"{'new bytes / code (target <= 1.05)':34}{ours['new'] / code:12.2f}{naive['new'] / code:12.2f}")
     return 0
 
