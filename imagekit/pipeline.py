@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from imagekit.catalog import BaseRef, resolve_base
+from imagekit.catalog import BaseRef, resolve_base, site_bases
 from imagekit.config import Profile
 from imagekit.engines import BuiltImage, Engine, LogSink, engine_for
-from imagekit.errors import InputError, SmokeTestError, ToolError
-from imagekit.manifest import LoadedManifest, load_manifest
+from imagekit.errors import InputError, SmokeTestError
+from imagekit.manifest import ChecksumCache, LoadedManifest, load_manifest
 from imagekit.render import RenderResult, SourceInfo, render, source_info
 from imagekit.render.source import UNKNOWN_REVISION
 from imagekit.scan import PROCESSOR_POLICY_FILE, ScanResult, default_policy_path, load_policy, scan_image
@@ -76,7 +76,15 @@ def render_processor(
     image_ref: str = "",
 ) -> tuple[LoadedManifest, SourceInfo, RenderResult]:
     source = source_info(directory if directory.is_dir() else directory.parent, os.environ)
-    manifest = load_manifest(directory, release=release or bool(source.release_tag))
+    # the cache gives a wrong COTS checksum its line and column here, before render copies the archive
+    checksums = ChecksumCache(profile.data_dir)
+    manifest = load_manifest(
+        directory,
+        release=release or bool(source.release_tag),
+        checksums=checksums,
+        bases=site_bases(profile.registry.url, profile.registry.project),
+    )
+    checksums.save()
     rendered = render(
         manifest,
         out_dir or default_render_dir(manifest, target),
@@ -133,16 +141,14 @@ def require_all_passed(image: str, outcomes: list[SmokeOutcome]) -> None:
         )
 
 
-def scan_target(target: str, profile: Profile, *, reports_root: Path) -> ScanResult:
-    """Scan a processor's built image with its rendered Dockerfile and directory, or any local image.
+def scan_target(
+    target: str, profile: Profile, *, reports_root: Path, engine: Engine | None = None
+) -> ScanResult:
+    """Scan a processor's built image with its rendered Dockerfile and directory, or any local image,
+    on the profile's engine (docker, podman or buildah).
 
     Raises ScanFailed (exit 3) after writing the reports and the status when the policy says no.
     """
-    if profile.engine.name != "docker":
-        raise ToolError(
-            f"imagekit scan reads images from the Docker engine; images built with {profile.engine.name} "
-            "are not there: build with engine.name = docker to scan"
-        )
     site_policy = Path(profile.scan.policy) if profile.scan.policy else default_policy_path()
     override: Path | None = None
     dockerfile: Path | None = None
@@ -173,5 +179,7 @@ def scan_target(target: str, profile: Profile, *, reports_root: Path) -> ScanRes
         reports_root=reports_root,
         cache_dir=profile.data_dir / "trivy",
         data_dir=profile.data_dir,
-        docker=profile.engine.docker,
+        vulnerability_db_required=profile.scan.vulnerability_db == "required",
+        processor_skip=(WORK_DIR,),
+        engine=engine or engine_for(profile),
     )

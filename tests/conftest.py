@@ -18,8 +18,8 @@ from imagekit.config import Profile, load_profile
 from imagekit.errors import ImagekitError
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-REAL_PART_MARKERS = ("engine", "registry")
-_real_runs: dict[str, int] = {marker: 0 for marker in REAL_PART_MARKERS}
+ENGINES = ("docker", "podman", "buildah")
+_real_runs: dict[str, int] = {name: 0 for name in (*ENGINES, "registry")}
 
 
 def missing_part(reason: str) -> None:
@@ -70,21 +70,33 @@ def _dangling(docker: str) -> set[str]:
     return set(listed.stdout.split())
 
 
+# engine binary -> the dangling images it had before this session's first build on it
+_dangling_before: dict[str, set[str]] = {}
+
+
 @pytest.fixture
 def image_cleanup() -> Iterator[Callable[[str], list[str]]]:
-    """`image_cleanup(binary)` gives a list: its tags are removed afterwards, with the stage images the
-    test's builds left dangling on that engine (docker or podman)."""
-    tracked: dict[str, tuple[set[str], list[str]]] = {}
+    """`image_cleanup(binary)` gives a list: its tags are removed after the test; the stage images that
+    builds leave dangling on that engine (docker or podman) are removed when the session ends.
+
+    Dangling images are removed once, at the end, not after each test: an engine shared with another run
+    (a developer's, a bench) has that run's in-progress intermediate images dangling for a moment, and
+    removing them mid-build breaks it ("unknown parent image ID")."""
+    tracked: dict[str, list[str]] = {}
 
     def track(binary: str) -> list[str]:
-        if binary not in tracked:
-            tracked[binary] = (_dangling(binary), [])
-        return tracked[binary][1]
+        if binary not in _dangling_before:
+            _dangling_before[binary] = _dangling(binary)
+        return tracked.setdefault(binary, [])
 
     yield track
-    for binary, (before, tags) in tracked.items():
+    for binary, tags in tracked.items():
         if tags:
             subprocess.run([binary, "image", "rm", "--force", *tags], capture_output=True, check=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for binary, before in _dangling_before.items():
         leftovers = _dangling(binary) - before
         if leftovers:
             subprocess.run([binary, "image", "rm", "--force", *leftovers], capture_output=True, check=False)
@@ -98,15 +110,30 @@ def docker_cleanup(
     return image_cleanup(site_profile.engine.docker)
 
 
+_markers: dict[str, set[str]] = {}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    _markers[item.nodeid] = {marker.name for marker in item.iter_markers()}
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" and report.passed:
-        for marker in REAL_PART_MARKERS:
-            if marker in report.keywords:
-                _real_runs[marker] += 1
+    """Count passed tests per real part: `engine` alone means Docker; `podman`/`buildah` name theirs."""
+    if report.when != "call" or not report.passed:
+        return
+    markers = _markers.get(report.nodeid, set())
+    others = [name for name in ("podman", "buildah") if name in markers]
+    for name in others:
+        _real_runs[name] += 1
+    if "engine" in markers and not others:
+        _real_runs["docker"] += 1
+    if "registry" in markers:
+        _real_runs["registry"] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    engines = ", ".join(f"{_real_runs[name]} on {name}" for name in ENGINES)
     terminalreporter.write_line(
-        f"real parts: {_real_runs['engine']} tests passed against the real engine, "
+        f"real parts: tests passed against the real engines: {engines}; "
         f"{_real_runs['registry']} against the real registry"
     )

@@ -1,7 +1,8 @@
 """The embedded local environment: `imagekit dev up` / `imagekit dev down`.
 
-`up` brings a fresh Debian machine to a working imagekit site: Debian packages, dockerd, a registry on
-127.0.0.1 and the catalog's base images. It is idempotent: a second run only checks.
+`up` brings a fresh Debian machine to a working imagekit site: Debian packages, dockerd (where the
+profile's docker client and DOCKER_HOST look for it), a registry on 127.0.0.1 and the catalog's base
+images. It is idempotent: a second run only checks.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from imagekit.catalog import BaseRef
 from imagekit.config import Profile
 from imagekit.devenv.bases import ensure_bases
+from imagekit.devenv.citools import ensure_ci_tools
+from imagekit.devenv.cvmfs import ensure_cvmfs_server
 from imagekit.devenv.services import (
     DevState,
     Log,
@@ -31,7 +34,7 @@ def up(profile: Profile, log: Log, *, bases: bool = True) -> dict[str, BaseRef]:
         install_packages(missing, log)
     state = DevState(profile.data_dir)
     pids = state.load()
-    started = start_dockerd(state, log)
+    started = start_dockerd(state, log, docker=profile.engine.docker)
     if started is not None:
         pids["dockerd"] = started
         state.save(pids)
@@ -40,6 +43,8 @@ def up(profile: Profile, log: Log, *, bases: bool = True) -> dict[str, BaseRef]:
         if started is not None:
             pids["registry"] = started
             state.save(pids)
+    ensure_ci_tools(profile.data_dir, log)
+    ensure_cvmfs_server(profile, log)
     return ensure_bases(profile, log) if bases else {}
 
 

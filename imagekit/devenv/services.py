@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,10 +29,10 @@ DEBIAN_PACKAGES = {
     "skopeo": "skopeo",
     "umoci": "umoci",
     "buildah": "buildah",
+    "runc": "runc",
     "mmdebstrap": "mmdebstrap",
 }
 DOCKERD_ARGS = ["--iptables=false", "--ip6tables=false", "--bridge=none"]
-DOCKER_SOCKET = Path("/var/run/docker.sock")
 
 
 class DevState:
@@ -55,7 +55,8 @@ class DevState:
 
 
 def missing_binaries() -> list[str]:
-    return [binary for binary in DEBIAN_PACKAGES if shutil.which(binary) is None]
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"])
+    return [binary for binary in DEBIAN_PACKAGES if shutil.which(binary, path=search) is None]
 
 
 def install_packages(binaries: list[str], log: Log) -> None:
@@ -73,15 +74,32 @@ def install_packages(binaries: list[str], log: Log) -> None:
             raise ToolError(f"{' '.join(step)} failed (exit {result.returncode}):\n{tail}")
 
 
-def engine_reachable() -> bool:
-    """Docker's own ping on its socket: cheap, and true only when the daemon answers."""
-    if not DOCKER_SOCKET.exists():
-        return False
+def engine_reachable(docker: str) -> bool:
+    """Whether the daemon answers the configured client, wherever DOCKER_HOST (or its context) points."""
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(DOCKER_SOCKET)), timeout=3) as client:
-            return client.get("http://docker/_ping").status_code == 200
-    except httpx.HTTPError:
+        probe = subprocess.run(
+            [docker, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
         return False
+    return probe.returncode == 0 and bool(probe.stdout.strip())
+
+
+def dockerd_host_args(env: Mapping[str, str]) -> list[str]:
+    """Where a dockerd we start must listen: DOCKER_HOST's unix socket, or Docker's default one."""
+    host = env.get("DOCKER_HOST", "")
+    if not host:
+        return []
+    if host.startswith("unix://"):
+        return ["--host", host]
+    raise ToolError(
+        f"the Docker engine at DOCKER_HOST={host} does not answer; imagekit dev starts dockerd only on "
+        "a local unix socket (unset DOCKER_HOST, or point it at unix:///path/to/docker.sock)"
+    )
 
 
 def registry_reachable(url: str, *, insecure: bool = True) -> bool:
@@ -134,16 +152,21 @@ def _wait_for(check: Callable[[], bool], what: str, log_file: Path, seconds: flo
     raise ToolError(f"{what} did not come up within {seconds:.0f} s; see {log_file}:\n{tail}")
 
 
-def start_dockerd(state: DevState, log: Log) -> int | None:
-    """Start dockerd unless an engine already answers; return the pid started, if any."""
-    if engine_reachable():
+def start_dockerd(state: DevState, log: Log, *, docker: str) -> int | None:
+    """Start dockerd unless the engine answers the `docker` client; return the pid started, if any."""
+    if shutil.which(docker) is None:
+        raise MissingPartError(
+            f"docker client {docker}", "apt-get install -y docker.io, or set engine.docker_binary"
+        )
+    if engine_reachable(docker):
         return None
+    args = [*DOCKERD_ARGS, *dockerd_host_args(os.environ)]
     if os.geteuid() != 0:
-        raise MissingPartError("Docker engine", "as root, run: dockerd " + " ".join(DOCKERD_ARGS) + " &")
+        raise MissingPartError("Docker engine", "as root, run: dockerd " + " ".join(args) + " &")
     log_file = state.dir / "dockerd.log"
-    log("starting dockerd " + " ".join(DOCKERD_ARGS))
-    pid = _spawn(["dockerd", *DOCKERD_ARGS], log_file)
-    _wait_for(engine_reachable, "dockerd", log_file)
+    log("starting dockerd " + " ".join(args))
+    pid = _spawn(["dockerd", *args], log_file)
+    _wait_for(lambda: engine_reachable(docker), "dockerd", log_file)
     return pid
 
 

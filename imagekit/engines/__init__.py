@@ -2,8 +2,10 @@
 
 Three engines, one surface: Docker (buildx where installed, the legacy builder where not), podman
 (the same command line as Docker, through python-on-whales), and buildah (daemonless, chroot
-isolation, overlay or vfs storage). The engine streams its output live and keeps the whole log in a file; on a
-failure it names the failing instruction and shows the last lines of its output.
+isolation, overlay or vfs storage). podman and buildah run containers with the OCI runtime that
+works on the host's cgroup layout (`runtime.py`). The engine streams its output live and keeps the
+whole log in a file; on a failure it names the failing instruction and shows the last lines of its
+output.
 """
 
 from __future__ import annotations
@@ -14,25 +16,56 @@ from imagekit.config import Profile
 from imagekit.engines.base import BuiltImage, Engine, Layer, LogSink, RunResult
 from imagekit.engines.buildah import BuildahEngine
 from imagekit.engines.docker import DockerEngine
+from imagekit.engines.runtime import ContainerRuntime, host_runtime
 from imagekit.errors import ProfileError
 
-__all__ = ["BuiltImage", "Engine", "Layer", "LogSink", "RunResult", "engine_for"]
+__all__ = [
+    "BuiltImage",
+    "ContainerRuntime",
+    "Engine",
+    "Layer",
+    "LogSink",
+    "RunResult",
+    "engine_for",
+    "host_runtime",
+]
 
 
 def engine_for(profile: Profile, *, storage_root: Path | None = None) -> Engine:
-    """The engine the profile names; `storage_root` gives buildah a storage of its own."""
-    name = profile.engine.name
+    """The engine the profile names; `storage_root` gives buildah a storage of its own.
+
+    podman and buildah get the OCI runtime, cgroup manager and ulimits that work on this host's
+    cgroup layout, or a clear refusal when no runtime can run containers here.
+    """
+    settings = profile.engine
     insecure = [profile.registry.url] if profile.registry.insecure else []
-    if name == "docker":
-        binary = profile.engine.docker
-        return DockerEngine(binary, network=profile.engine.network, insecure_registries=insecure)
-    if name == "podman":
-        return DockerEngine("podman", network=profile.engine.network, insecure_registries=insecure)
-    if name == "buildah":
+    if settings.registry_cache and settings.name != "buildah":
+        raise ProfileError(
+            f"engine.registry_cache is buildah's (--cache-from/--cache-to); engine.name is {settings.name}: "
+            "set engine.name = buildah or engine.registry_cache = false"
+        )
+    if settings.name == "docker":
+        return DockerEngine(settings.docker, network=settings.network, insecure_registries=insecure)
+    runtime = host_runtime()
+    runtime.require(settings.name)
+    if settings.name == "podman":
+        return DockerEngine(
+            settings.podman,
+            name="podman",
+            network=settings.network,
+            insecure_registries=insecure,
+            runtime=runtime,
+        )
+    if settings.name == "buildah":
         return BuildahEngine(
-            network=profile.engine.network,
-            storage_driver=profile.engine.storage_driver,
+            settings.buildah,
+            network=settings.network,
+            storage_driver=settings.storage_driver,
             storage_root=storage_root,
             insecure_registries=insecure,
+            runtime=runtime,
+            cache_repository=(
+                f"{profile.registry.url}/{profile.registry.project}" if settings.registry_cache else None
+            ),
         )
-    raise ProfileError(f"engine.name: unknown engine '{name}'")
+    raise ProfileError(f"engine.name: unknown engine '{settings.name}'")

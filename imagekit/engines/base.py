@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from imagekit.errors import BuildError
+from imagekit.errors import BuildError, InputError, ToolError
 
 LogSink = Callable[[str], None]
 
@@ -37,6 +37,28 @@ def pulls_over_plain_http(dockerfile: Path, insecure_registries: list[str]) -> b
         if line.startswith("FROM ") and any(line[5:].startswith(r + "/") for r in insecure_registries):
             return True
     return False
+
+
+_NOT_THERE = ("no such image", "image not known", "reference does not exist")
+
+
+def not_there(stderr: str) -> bool:
+    """Whether an engine's error says it has no such image (docker, podman and buildah words)."""
+    return any(words in stderr.lower() for words in _NOT_THERE)
+
+
+def full_id(printed: str) -> str:
+    """An image id as `sha256:<hex>`: podman and buildah print the bare hex."""
+    printed = printed.strip()
+    return printed if printed.startswith("sha256:") else f"sha256:{printed}"
+
+
+def export_failed(engine: str, image: str, command: list[str], stderr: str) -> InputError | ToolError:
+    """An absent image is bad input (build it first); anything else the engine's own last words."""
+    if not_there(stderr):
+        return InputError(f"{image} is not an image on {engine}: build it first")
+    said = stderr.strip().splitlines()[-1:] or ["no output"]
+    return ToolError(f"{' '.join(command)} {image} failed: {said[0]}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,15 @@ class Engine(Protocol):
     def run(self, image: str, command: list[str], *, user: str, timeout_s: int) -> RunResult: ...
 
     def exists(self, image: str) -> bool: ...
+
+    def image_id(self, image: str) -> str | None:
+        """`sha256:<hex>`, the config digest scan records are bound to; None if the engine lacks it."""
+        ...
+
+    def export(self, image: str, destination: str) -> None:
+        """Copy `image` out to a containers-transport `destination` (`docker-archive:PATH`,
+        `oci:DIR:TAG`), so daemonless tools (Trivy, the push) read it from any engine."""
+        ...
 
     def remove(self, images: list[str]) -> None: ...
 

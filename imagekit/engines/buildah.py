@@ -2,7 +2,8 @@
 
 Builds use chroot isolation, which works as root without user namespaces, on overlay storage where
 the kernel allows it and vfs anywhere else (`engine.storage_driver`). Smoke tests use OCI isolation
-(runc), since chroot isolation cannot cut the network. `--timestamp` (from SOURCE_DATE_EPOCH) clamps
+(the runtime `runtime.py` chose for the host's cgroup layout), since chroot isolation cannot cut the
+network. `--timestamp` (from SOURCE_DATE_EPOCH) clamps
 every time in the image, so rebuilds from clean storage give the same digest.
 """
 
@@ -20,26 +21,46 @@ from imagekit.engines.base import (
     Layer,
     LogSink,
     RunResult,
+    export_failed,
+    full_id,
+    not_there,
     pulls_over_plain_http,
 )
-from imagekit.errors import ToolError
-
-_NOT_INSTALLED = "buildah is not installed: apt-get install -y buildah"
+from imagekit.engines.runtime import ContainerRuntime
+from imagekit.errors import MissingPartError, ToolError
 
 
 class BuildahEngine:
     name = "buildah"
 
     def __init__(
-        self, *, network: str, storage_driver: str, storage_root: Path | None, insecure_registries: list[str]
+        self,
+        binary: str,
+        *,
+        network: str,
+        storage_driver: str,
+        storage_root: Path | None,
+        insecure_registries: list[str],
+        runtime: ContainerRuntime,
+        cache_repository: str | None = None,
     ) -> None:
+        self.binary = binary
+        self.cache_repository = cache_repository
+        """`<registry>/<project>`: builds pull and push their layers at `<it>/<name>/cache`."""
         self.network = network
         self.storage_driver = storage_driver
         self.storage_root = storage_root
         self.insecure_registries = insecure_registries
+        self.runtime = runtime
+
+    def _missing(self) -> MissingPartError:
+        return MissingPartError(self.binary, "apt-get install -y buildah (or set engine.buildah_binary)")
 
     def _base(self) -> list[str]:
-        command = ["buildah", "--storage-driver", self.storage_driver]
+        command = [
+            self.binary, "--storage-driver", self.storage_driver,
+            "--cgroup-manager", self.runtime.cgroup_manager,
+        ]  # fmt: skip
         if self.storage_root is not None:
             command += [
                 "--root",
@@ -55,7 +76,7 @@ class BuildahEngine:
                 [*self._base(), *args], capture_output=True, text=True, timeout=timeout, check=False
             )
         except FileNotFoundError as exc:
-            raise ToolError(_NOT_INSTALLED) from exc
+            raise self._missing() from exc
 
     def build(
         self,
@@ -68,8 +89,8 @@ class BuildahEngine:
         no_cache: bool = False,
     ) -> BuiltImage:
         command = [
-            *self._base(), "bud", "--isolation", "chroot", "--layers", "--force-rm",
-            "--network", self.network, "--file", str(context / "Dockerfile"),
+            *self._base(), "bud", "--isolation", "chroot", "--runtime", self.runtime.runtime,
+            "--layers", "--force-rm", "--network", self.network, "--file", str(context / "Dockerfile"),
         ]  # fmt: skip
         if pulls_over_plain_http(context / "Dockerfile", self.insecure_registries):
             command.append("--tls-verify=false")
@@ -77,6 +98,12 @@ class BuildahEngine:
             command += ["--timestamp", str(source_date_epoch)]
         if no_cache:
             command.append("--no-cache")
+        elif self.cache_repository is not None:
+            cache = f"{self.cache_repository}/{tags[0].split(':')[0]}/cache"
+            command += ["--cache-from", cache, "--cache-to", cache]
+            insecure = any(cache.startswith(r + "/") for r in self.insecure_registries)
+            if insecure and "--tls-verify=false" not in command:
+                command.append("--tls-verify=false")
         for tag in tags:
             command += ["--tag", tag]
         command.append(str(context))
@@ -84,7 +111,7 @@ class BuildahEngine:
         try:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         except FileNotFoundError as exc:
-            raise ToolError(_NOT_INSTALLED) from exc
+            raise self._missing() from exc
         assert process.stdout is not None
         transcript.follow(process.stdout)
         if process.wait() != 0:
@@ -125,8 +152,8 @@ class BuildahEngine:
             raise ToolError(f"buildah from {image} failed: {created.stderr.strip()}")
         try:
             argv = [
-                *self._base(), "run", "--isolation", "oci", "--network", "none", "--user", user,
-                name, "--", *command,
+                *self._base(), "run", "--isolation", "oci", "--runtime", self.runtime.runtime,
+                "--network", "none", "--user", user, name, "--", *command,
             ]  # fmt: skip
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -138,6 +165,19 @@ class BuildahEngine:
 
     def exists(self, image: str) -> bool:
         return self._run(["inspect", "--type", "image", image]).returncode == 0
+
+    def image_id(self, image: str) -> str | None:
+        done = self._run(["inspect", "--type", "image", "--format", "{{.FromImageID}}", image])
+        if done.returncode == 0:
+            return full_id(done.stdout)
+        if not_there(done.stderr):
+            return None
+        raise ToolError(f"buildah inspect {image} failed: {done.stderr.strip() or 'no output'}")
+
+    def export(self, image: str, destination: str) -> None:
+        done = self._run(["push", "--quiet", image, destination])
+        if done.returncode != 0:
+            raise export_failed(self.name, image, [self.binary, "push"], done.stderr)
 
     def remove(self, images: list[str]) -> None:
         for image in images:

@@ -1,14 +1,21 @@
-"""Docker (and podman, which speaks the same command line) through python-on-whales."""
+"""Docker (and podman, which speaks the same command line) through python-on-whales.
+
+Every failure of the client ends as a ToolError naming the command, never as an internal error.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
 from python_on_whales import DockerClient
+from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import stream_stdout_and_stderr
 
@@ -19,9 +26,19 @@ from imagekit.engines.base import (
     Layer,
     LogSink,
     RunResult,
+    export_failed,
+    full_id,
+    not_there,
     pulls_over_plain_http,
 )
-from imagekit.errors import ToolError
+from imagekit.engines.runtime import ContainerRuntime
+from imagekit.errors import MissingPartError, ToolError
+
+_NO_DAEMON = "Cannot connect to the Docker daemon"
+_INSTALL = {
+    "docker": "apt-get install -y docker.io (or set engine.docker_binary)",
+    "podman": "apt-get install -y podman (or set engine.podman_binary)",
+}
 
 
 def docker_client(profile: Profile) -> DockerClient:
@@ -30,12 +47,24 @@ def docker_client(profile: Profile) -> DockerClient:
 
 
 class DockerEngine:
-    def __init__(self, binary: str, *, network: str, insecure_registries: list[str]) -> None:
+    def __init__(
+        self,
+        binary: str,
+        *,
+        network: str,
+        insecure_registries: list[str],
+        name: str = "docker",
+        runtime: ContainerRuntime | None = None,
+    ) -> None:
         self.binary = binary
         self.insecure_registries = insecure_registries
-        self.name = "podman" if Path(binary).name == "podman" else "docker"
+        self.name = name
         self.network = network
-        self.client = DockerClient(client_call=[binary])
+        self.runtime = runtime
+        # podman's global flags go on every call, so builds, runs and inspections see one runtime
+        prefix = ["--runtime", runtime.runtime, "--cgroup-manager", runtime.cgroup_manager] if runtime else []
+        self.command = [binary, *prefix]
+        self.client = DockerClient(client_call=self.command)
 
     @cached_property
     def has_buildx(self) -> bool:
@@ -46,7 +75,7 @@ class DockerEngine:
         return probe.returncode == 0
 
     def _build_command(self, context: Path, tags: list[str]) -> tuple[list[str], dict[str, str]]:
-        command = [*map(str, self.client.client_config.docker_cmd)]
+        command = list(self.command)
         env: dict[str, str] = {}
         if self.has_buildx:
             command += ["buildx", "build", "--load", "--progress", "plain"]
@@ -84,13 +113,20 @@ class DockerEngine:
                 line.decode("utf-8", "replace") for _, line in stream_stdout_and_stderr(command, env)
             )
         except DockerException as exc:
+            if not transcript.instruction and any(_NO_DAEMON in line for line in transcript.tail):
+                host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                raise MissingPartError(
+                    f"the Docker daemon at {host}",
+                    "start dockerd (`imagekit dev up` starts one) or point DOCKER_HOST at a running engine",
+                ) from exc
             raise transcript.failure(self.name, f"exit {exc.return_code}") from exc
         except FileNotFoundError as exc:
-            raise ToolError(f"{self.binary} is not installed: run `imagekit doctor`") from exc
+            raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
         return self.describe(tags[0], tags, log_file)
 
     def describe(self, image: str, tags: list[str], log_file: Path) -> BuiltImage:
-        inspected = self.client.image.inspect(image)
+        with self._failures(f"image inspect {image}"):
+            inspected = self.client.image.inspect(image)
         return BuiltImage(
             engine=self.name,
             id=inspected.id,
@@ -100,6 +136,18 @@ class DockerEngine:
             log_file=log_file,
         )
 
+    @contextmanager
+    def _failures(self, action: str) -> Iterator[None]:
+        """python-on-whales' exceptions as one clear ToolError: the command and the engine's words."""
+        try:
+            yield
+        except ClientNotFoundError as exc:
+            raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
+        except DockerException as exc:
+            said = (exc.stderr or exc.stdout or "").strip().splitlines()
+            reason = said[-1] if said else f"exit {exc.return_code}"
+            raise ToolError(f"{self.binary} {action} failed: {reason}") from exc
+
     def _history(self, image: str) -> list[Layer]:
         """Instructions that wrote bytes, oldest first (python-on-whales has no history yet).
 
@@ -107,12 +155,7 @@ class DockerEngine:
         JSON carries them.
         """
         fmt = "json" if self.name == "podman" else "{{json .}}"
-        listed = subprocess.run(
-            [self.binary, "image", "history", "--no-trunc", "--human=false", "--format", fmt, image],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        listed = self._call(["image", "history", "--no-trunc", "--human=false", "--format", fmt, image])
         if listed.returncode != 0:
             raise ToolError(f"{self.binary} image history {image} failed: {listed.stderr.strip()}")
         if self.name == "podman":
@@ -130,25 +173,63 @@ class DockerEngine:
 
     def run(self, image: str, command: list[str], *, user: str, timeout_s: int) -> RunResult:
         name = f"imagekit-smoke-{uuid.uuid4().hex[:12]}"
+        limits = self.runtime.ulimit_flags() if self.runtime else []
         argv = [
-            *map(str, self.client.client_config.docker_cmd),
-            "run", "--rm", "--name", name, "--network", "none", "--user", user,
+            *self.command, "run", "--rm", "--name", name, "--network", "none", "--user", user, *limits,
             "--entrypoint", command[0], image, *command[1:],
         ]  # fmt: skip
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except FileNotFoundError as exc:
+            raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
         except subprocess.TimeoutExpired as expired:
-            subprocess.run([self.binary, "rm", "--force", name], capture_output=True, check=False)
+            self._call(["rm", "--force", name])
             return RunResult(-1, _text(expired.stdout), _text(expired.stderr), timed_out=True)
         return RunResult(done.returncode, done.stdout, done.stderr)
 
     def exists(self, image: str) -> bool:
-        return bool(self.client.image.exists(image))
+        with self._failures(f"image inspect {image}"):
+            return bool(self.client.image.exists(image))
+
+    def image_id(self, image: str) -> str | None:
+        done = self._call(["image", "inspect", "--format", "{{.Id}}", image])
+        if done.returncode == 0:
+            return full_id(done.stdout)
+        if not_there(done.stderr):
+            return None
+        raise ToolError(f"{self.binary} image inspect {image} failed: {done.stderr.strip() or 'no output'}")
+
+    def export(self, image: str, destination: str) -> None:
+        """podman pushes to the transport itself; Docker saves its archive, and skopeo reads the
+        daemon for any other transport."""
+        transport, _, path = destination.partition(":")
+        if self.name == "podman":
+            what, command = [self.binary, "push"], [*self.command, "push", "--quiet", image, destination]
+        elif transport == "docker-archive":
+            what, command = [self.binary, "save"], [self.binary, "save", "--output", path, image]
+        else:
+            what = ["skopeo", "copy"]
+            command = ["skopeo", "copy", "--quiet", f"docker-daemon:{image}", destination]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            if command[0] == "skopeo":
+                raise MissingPartError("skopeo", "apt-get install -y skopeo (imagekit dev up does)") from exc
+            raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
+        if done.returncode != 0:
+            raise export_failed(self.name, image, what, done.stderr)
 
     def remove(self, images: list[str]) -> None:
-        present = [image for image in images if self.client.image.exists(image)]
+        present = [image for image in images if self.exists(image)]
         if present:
-            self.client.image.remove(present, force=True, prune=True)
+            with self._failures(f"image rm {' '.join(present)}"):
+                self.client.image.remove(present, force=True, prune=True)
+
+    def _call(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run([*self.command, *args], capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
 
 
 def _text(value: bytes | str | None) -> str:

@@ -36,7 +36,7 @@ EXPECTED: dict[str, str] = {
     VERSION_PATTERN: "a release version such as 1.4.0, 1.4.0rc1 or 2024.03 ('latest' is not a version)",
     SHA256_PATTERN: "64 lowercase hex digits, as printed by `sha256sum FILE`",
     DIGEST_PATTERN: "sha256:<64 hex digits>",
-    IMAGE_PATTERN: "an image reference such as registry.example.org/eo/base:el9 "
+    IMAGE_PATTERN: "an image reference such as registry.example.org/eo/base/rocky-9:9.5 "
     "(put a digest in base.digest, not in the image)",
     ENV_NAME_PATTERN: "an UPPER_SNAKE_CASE variable name such as OMP_NUM_THREADS",
     IMAGE_PATH_PATTERN: "an absolute path inside the image, starting with / and without spaces",
@@ -84,7 +84,10 @@ class Base(_Strict):
 
     profile: str = Field("", description="A base profile of the catalog, such as debian-12-python.")
     image: str = Field(
-        "", pattern=IMAGE_PATTERN, description="A site image instead of a profile, without digest."
+        "",
+        pattern=IMAGE_PATTERN,
+        description="The site's copy of a catalog base, <registry>/<project>/base/<profile>, instead of "
+        "a profile; without digest.",
     )
     digest: str = Field(
         "", pattern=DIGEST_PATTERN, description="sha256:<64 hex> of `image`; required for a release."

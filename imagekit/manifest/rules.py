@@ -1,17 +1,27 @@
-"""Rules on single values that the Dockerfile depends on, shared by validation and rendering.
+"""Rules that rendering depends on, shared by validation and rendering.
 
 `imagekit validate` reports them with the value's line and column; the renderer applies the same
-functions to whatever model it is given, so a model built in code cannot slip past them.
-Each function returns the problem in the scientist's words, or None.
+functions to whatever model it is given, so a model built in code cannot slip past them, and
+validation stays the final word on what renders. Each `*_problem` function returns the problem in
+the scientist's words, or None.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
+from urllib.parse import urlsplit
+
+from imagekit.catalog import BaseProfile, load_catalog
 
 GENERATED_LABEL_PREFIXES = ("org.opencontainers.image.", "imagekit.")
+SITE_DIR = "site"
+RESERVED_CONTEXT_NAMES = ("Dockerfile", ".dockerignore", SITE_DIR)
+"""Build context names imagekit writes itself; no processor file may take them."""
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_ARCHIVE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+_KEEPS_PATH = re.compile(r"\$(\{PATH\}|PATH(?![A-Za-z0-9_]))")
 
 
 def label_key_problem(key: str) -> str | None:
@@ -39,3 +49,89 @@ def shell_command_problem(command: str) -> str | None:
     if with_comments != without:
         return "a '#' comment would swallow the commands chained after it"
     return None
+
+
+def env_value_problem(name: str, value: str) -> str | None:
+    """An ENV value: one line, and a PATH that keeps the image's own (the venv, /usr/bin)."""
+    problem = one_line_problem(value)
+    if problem or name != "PATH" or _KEEPS_PATH.search(value):
+        return problem
+    return (
+        "replaces the image's PATH, so the commands of dependencies.python (/opt/venv/bin) and of the "
+        f"system (/usr/bin) are no longer found: keep them with '{value}:$PATH'"
+    )
+
+
+def context_path_problem(value: str) -> str | None:
+    """A processor-relative path the build context holds at the same place."""
+    path = posixpath.normpath(value.removeprefix("./"))
+    if path in (".", "..") or path.startswith("../") or posixpath.isabs(path):
+        return f"'{value}': name a file or folder inside the processor directory"
+    if path.split("/")[0] in RESERVED_CONTEXT_NAMES:
+        return f"'{value}': {path.split('/')[0]} is a name imagekit writes itself"
+    return None
+
+
+def is_remote(source: str) -> bool:
+    """A COTS source the engine downloads, rather than a file of the processor directory."""
+    return source.startswith("https://")
+
+
+def cots_url_problem(source: str) -> str | None:
+    """An https COTS source the engine can download without leaking anything into a layer."""
+    if re.search(r"\s", source):
+        return "a URL has no spaces"
+    try:
+        parts = urlsplit(source)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if not parts.netloc:
+        return f"expected a path inside the processor directory or an https:// URL, got '{source}'"
+    if parts.username is not None:
+        return "the URL must not carry credentials (they would stay in a layer)"
+    return None
+
+
+def cots_archive_name(source: str, name: str) -> str:
+    """The archive's file name in the COTS stage: the path's last part, or the URL's (else the COTS name)."""
+    if is_remote(source):
+        return posixpath.basename(urlsplit(source).path) or name
+    return posixpath.basename(source)
+
+
+def archive_name_problem(filename: str) -> str | None:
+    if _ARCHIVE_NAME.match(filename):
+        return None
+    return f"name the archive with letters, digits, '.', '_', '+' or '-': '{filename}'"
+
+
+def image_profile(image: str, bases: str | None = None) -> str | None:
+    """The catalog profile whose site repository `image` is (at any tag), or None.
+
+    `bases` is the site's `<registry>/<project>/base` (catalog.site_bases); without it (a manifest read,
+    not rendered, where the site is not known) any `<...>/base/<profile>` repository is one.
+    """
+    repository = image.split("@")[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    prefix, _, name = repository.rpartition("/")
+    if name not in load_catalog().profiles:
+        return None
+    matches = prefix == bases if bases is not None else prefix.rpartition("/")[2] == "base"
+    return name if matches else None
+
+
+def unknown_image_problem(image: str, bases: str | None = None) -> str:
+    known = ", ".join(sorted(load_catalog().profiles))
+    where = f"{bases}/<profile>" if bases is not None else "<registry>/<project>/base/<profile>"
+    return (
+        f"'{image}' is no catalog image, so imagekit does not know how to install packages on it; "
+        f"name a base.profile, or the site's copy of one: {where} (profiles: {known})"
+    )
+
+
+def python_problem(profile_name: str, profile: BaseProfile) -> str | None:
+    """`dependencies.python` needs an interpreter in the base: a venv's or a conda env's."""
+    if profile.conda or profile.python:
+        return None
+    return f"base profile '{profile_name}' has no Python; use one that has, such as debian-12-python"

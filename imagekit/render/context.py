@@ -20,18 +20,31 @@ from imagekit.config import SiteSettings
 from imagekit.errors import InputError
 from imagekit.manifest import LoadedManifest
 from imagekit.manifest.model import CopySpec, Processor, SmokeTest
-from imagekit.manifest.rules import label_key_problem, one_line_problem, shell_command_problem
+from imagekit.manifest.rules import (
+    SITE_DIR,
+    archive_name_problem,
+    context_path_problem,
+    cots_archive_name,
+    cots_url_problem,
+    env_value_problem,
+    image_profile,
+    is_remote,
+    label_key_problem,
+    one_line_problem,
+    python_problem,
+    shell_command_problem,
+    unknown_image_problem,
+)
+from imagekit.mirror import mirror_from_setting
 from imagekit.render.source import SourceInfo
 
 VENV = "/opt/venv"
 LOCK_DIR = "/opt/imagekit"
 """Where the dependency lock is kept in the image, so the image says what it was installed from."""
+APT_LIST = "/etc/apt/sources.list"
 COTS_DOWNLOADS = "/tmp/cots"
 COTS_STAGING = "/out"
 DEFAULT_USER_NAME = "processor"
-SITE_DIR = "site"
-RESERVED = ("Dockerfile", ".dockerignore", SITE_DIR)
-"""Context names imagekit writes itself; no processor file may take them."""
 CACHE_PATTERNS = (
     ".git",
     ".mypy_cache",
@@ -42,7 +55,6 @@ CACHE_PATTERNS = (
     "__pycache__",
 )
 """Never part of a build context: local caches would change layers without a source change."""
-_ARCHIVE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 _MIRROR = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?$")
 
 FIELD_OF: dict[str, str] = {
@@ -103,7 +115,11 @@ class Trust(_Frozen):
 
 class Mirrors(_Frozen):
     apt: str = ""
-    apt_sources: list[str] = []
+    apt_file: str = ""
+    apt_lines: list[str] = []
+    """With site.apt_mirror set: the sources written to `apt_file`, as in the bootstrapped bases."""
+    apt_removed: list[str] = []
+    """The base's other apt source files, removed so only the site mirror is used."""
     pip_index_url: str = ""
 
 
@@ -196,18 +212,10 @@ def _profile(manifest: LoadedManifest) -> tuple[str, BaseProfile]:
         if base.profile not in profiles:
             raise _fail(manifest, "base.profile", f"'{base.profile}' is not in the catalog")
         return base.profile, profiles[base.profile]
-    repository = base.image.split("@")[0]
-    repository = repository.rsplit(":", 1)[0] if ":" in repository.rsplit("/", 1)[-1] else repository
-    for name, entry in sorted(profiles.items()):
-        if entry.image and entry.image == repository:
-            return name, entry
-    known = ", ".join(f"{e.image} ({n})" for n, e in sorted(profiles.items()) if e.image)
-    raise _fail(
-        manifest,
-        "base.image",
-        f"'{base.image}' is no catalog image, so imagekit does not know how to install packages on it; "
-        f"name a base.profile, or use one of: {known}",
-    )
+    name = image_profile(base.image)
+    if name is None:
+        raise _fail(manifest, "base.image", unknown_image_problem(base.image))
+    return name, profiles[name]
 
 
 def _mirror(value: str, setting: str) -> str:
@@ -232,12 +240,10 @@ def _shell_command(manifest: LoadedManifest, field: str, command: str) -> str:
 
 def _local(manifest: LoadedManifest, field: str, value: str) -> str:
     """A processor-relative path as the build context holds it."""
-    path = posixpath.normpath(value.removeprefix("./"))
-    if path == "." or path.startswith("../") or posixpath.isabs(path):
-        raise _fail(manifest, field, f"'{value}': name a file or folder inside the processor directory")
-    if path.split("/")[0] in RESERVED:
-        raise _fail(manifest, field, f"'{value}': {path.split('/')[0]} is a name imagekit writes itself")
-    return path + ("/" if value.endswith("/") else "")
+    problem = context_path_problem(value)
+    if problem:
+        raise _fail(manifest, field, problem)
+    return posixpath.normpath(value.removeprefix("./")) + ("/" if value.endswith("/") else "")
 
 
 def _copies(
@@ -259,29 +265,31 @@ def _one_line(manifest: LoadedManifest, field: str, value: str) -> str:
     return value
 
 
+def _env(manifest: LoadedManifest, field: str, env: dict[str, str]) -> dict[str, str]:
+    for name, value in env.items():
+        problem = env_value_problem(name, value)
+        if problem:
+            raise _fail(manifest, f"{field}.{name}", problem)
+    return dict(sorted(env.items()))
+
+
 def _cots(manifest: LoadedManifest, files: list[ContextFile]) -> list[Cots]:
     items = []
     for index, item in enumerate(manifest.processor.cots):
         field = f"cots[{index}].source"
-        remote = item.source.startswith("https://")
+        remote = is_remote(item.source)
         if remote:
-            if re.search(r"\s", item.source):
-                raise _fail(manifest, field, "a URL has no spaces")
-            parts = urlsplit(item.source)
-            if parts.username is not None:
-                raise _fail(
-                    manifest, field, "the URL must not carry credentials (they would stay in a layer)"
-                )
-            filename = posixpath.basename(parts.path) or item.name
+            problem = cots_url_problem(item.source)
+            if problem:
+                raise _fail(manifest, field, problem)
             source = item.source
         else:
             source = _local(manifest, field, item.source)
-            filename = posixpath.basename(source)
             files.append(ContextFile(path=source, source=source, field=field, sha256=item.sha256))
-        if not _ARCHIVE_NAME.match(filename):
-            raise _fail(
-                manifest, field, f"name the archive with letters, digits, '.', '_', '+' or '-': '{filename}'"
-            )
+        filename = cots_archive_name(item.source, item.name)
+        problem = archive_name_problem(filename)
+        if problem:
+            raise _fail(manifest, field, problem)
         extract_to = posixpath.normpath(item.extract_to)
         items.append(
             Cots(
@@ -296,9 +304,7 @@ def _cots(manifest: LoadedManifest, files: list[ContextFile]) -> list[Cots]:
                 extract_to=extract_to,
                 staged=COTS_STAGING + extract_to,
                 strip_components=item.strip_components,
-                env={
-                    k: _one_line(manifest, f"cots[{index}].env.{k}", v) for k, v in sorted(item.env.items())
-                },
+                env=_env(manifest, f"cots[{index}].env", item.env),
             )
         )
     return items
@@ -376,9 +382,13 @@ def render_context(
             update=profile.trust.update,
             bundle=profile.trust.bundle,
         )
+    apt = _mirror(site.apt_mirror, "apt_mirror")
+    replaced = bool(apt and profile.apt_sources)
     mirrors = Mirrors(
-        apt=_mirror(site.apt_mirror, "apt_mirror"),
-        apt_sources=list(profile.apt_sources),
+        apt=apt,
+        apt_file=APT_LIST if replaced else "",
+        apt_lines=mirror_from_setting(apt).sources(profile.suite) if replaced else [],
+        apt_removed=[path for path in profile.apt_sources if path != APT_LIST] if replaced else [],
         pip_index_url=_mirror(site.pip_index_url, "pip_index_url") if profile.python else "",
     )
 
@@ -397,12 +407,9 @@ def render_context(
     )
     python_deps = None
     if processor.dependencies.python is not None:
-        if not python_env:
-            raise _fail(
-                manifest,
-                "dependencies.python",
-                f"base profile '{profile_name}' has no Python; use one that has, such as debian-12-python",
-            )
+        problem = python_problem(profile_name, profile)
+        if problem:
+            raise _fail(manifest, "dependencies.python", problem)
         lock = _local(
             manifest, "dependencies.python.requirements", processor.dependencies.python.requirements
         )
@@ -451,7 +458,7 @@ def render_context(
         workdir=runtime.workdir,
         app_copies=app_copies,
         app_install=app_install,
-        env={k: _one_line(manifest, f"runtime.env.{k}", v) for k, v in sorted(runtime.env.items())},
+        env=_env(manifest, "runtime.env", runtime.env),
         user=_user(manifest, profile),
         root_reason=" ".join(runtime.root_reason.split()),
         entrypoint=list(runtime.entrypoint),

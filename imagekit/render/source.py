@@ -2,7 +2,10 @@
 
 `created` is never the wall clock, so the same revision renders the same bytes: it is
 SOURCE_DATE_EPOCH when set, else the commit time. Outside a git work tree (an unpacked tarball)
-the revision is "unknown" and `created` is SOURCE_DATE_EPOCH or 1970-01-01T00:00:00Z.
+or before the first commit the revision is "unknown", `created` is SOURCE_DATE_EPOCH or
+1970-01-01T00:00:00Z, and `unknown_reason` says why (the CLI warns: no git-<sha> tag). Any other
+git failure (git missing, a repository git refuses to read, such as one owned by another user, or
+a corrupt one) is an error with git's own words: git's ownership check is never switched off.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from imagekit.errors import InputError
+from imagekit.errors import InputError, MissingPartError, ToolError
 
 UNKNOWN_REVISION = "unknown"
 SHORT_LENGTH = 12
@@ -38,6 +41,8 @@ class SourceInfo(BaseModel):
     """Web URL of the repository, without credentials; "" when unknown."""
     release_tag: str = ""
     """The git tag the revision is released as (CI_COMMIT_TAG, or a tag on HEAD); "" when none."""
+    unknown_reason: str = ""
+    """Why the revision is "unknown" (no git work tree, no commit yet); "" when it is known."""
 
     @property
     def epoch(self) -> int:
@@ -49,19 +54,55 @@ def _rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _git(directory: Path, *args: str) -> str:
-    """Output of a read-only git command, or "" when git or the repository is not there."""
+def _git(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A read-only git command in `directory`; raises when git itself cannot be run."""
     try:
-        result = subprocess.run(
-            ["git", "-c", "safe.directory=*", "-C", str(directory), *args],
+        return subprocess.run(
+            ["git", "-C", str(directory), *args],
             capture_output=True,
             text=True,
             check=False,
             timeout=30,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
+    except FileNotFoundError as exc:
+        raise MissingPartError(
+            "git", "apt-get install -y git (it reads the revision the image is labelled and tagged with)"
+        ) from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolError(f"git in {directory}: {exc}") from exc
+
+
+def _git_failed(directory: Path, result: subprocess.CompletedProcess[str], what: str) -> ToolError:
+    """git's own words first, then what failed and where, as the last line."""
+    said = result.stderr.strip() or f"git exited {result.returncode}"
+    return ToolError(
+        f"{said}\ngit cannot {what} for {directory}: do as git says above, or build from a clean clone"
+    )
+
+
+def _has_git_dir(directory: Path) -> bool:
+    """Whether `directory` or a parent holds a .git, i.e. git should have found a repository."""
+    return any((folder / ".git").exists() for folder in (directory, *directory.parents))
+
+
+def _revision(directory: Path) -> tuple[str, str]:
+    """(full sha, "") of HEAD, or ("", why it is unknown) outside git or before the first commit."""
+    directory = directory.absolute()
+    if not directory.is_dir():
+        return "", f"{directory} is not a directory"
+    inside = _git(directory, "rev-parse", "--is-inside-work-tree")
+    if inside.returncode != 0:
+        if _has_git_dir(directory) or os.environ.get("GIT_DIR"):
+            raise _git_failed(directory, inside, "read the repository")
+        return "", f"{directory} is not in a git work tree"
+    if inside.stdout.strip() != "true":
+        return "", f"{directory} is inside a git directory, not a work tree"
+    head = _git(directory, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if head.returncode == 0:
+        return head.stdout.strip(), ""
+    if _git(directory, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:
+        return "", f"the git work tree at {directory} has no commit yet"
+    raise _git_failed(directory, _git(directory, "rev-parse", "--verify", "HEAD^{commit}"), "resolve HEAD")
 
 
 def web_url(remote: str) -> str:
@@ -91,24 +132,28 @@ def _source_date_epoch(env: Mapping[str, str]) -> int | None:
 def source_info(directory: Path, env: Mapping[str, str] = os.environ) -> SourceInfo:
     """Read the revision, commit time and remote of the git work tree holding `directory`."""
     epoch = _source_date_epoch(env)
-    revision = _git(directory, "rev-parse", "--verify", "HEAD^{commit}")
-    remote = web_url(_git(directory, "remote", "get-url", "origin")) if revision else ""
-    source_url = remote or web_url(env.get("CI_PROJECT_URL", ""))
+    revision, unknown_reason = _revision(directory)
     if not revision:
         return SourceInfo(
             revision=UNKNOWN_REVISION,
             short=UNKNOWN_REVISION,
             created=_rfc3339(epoch or 0),
-            source_url=source_url,
+            source_url=web_url(env.get("CI_PROJECT_URL", "")),
             release_tag=env.get("CI_COMMIT_TAG", ""),
+            unknown_reason=unknown_reason,
         )
+    origin = _git(directory, "remote", "get-url", "origin")
+    remote = web_url(origin.stdout) if origin.returncode == 0 else ""
     if epoch is None:
-        epoch = int(_git(directory, "show", "-s", "--format=%ct", revision) or 0)
+        shown = _git(directory, "show", "-s", "--format=%ct", revision)
+        if shown.returncode != 0 or not shown.stdout.strip().isdigit():
+            raise _git_failed(directory.absolute(), shown, f"read the time of commit {revision}")
+        epoch = int(shown.stdout.strip())
+    tagged = _git(directory, "describe", "--tags", "--exact-match", revision)
     return SourceInfo(
         revision=revision,
         short=revision[:SHORT_LENGTH],
         created=_rfc3339(epoch),
-        source_url=source_url,
-        release_tag=env.get("CI_COMMIT_TAG", "")
-        or _git(directory, "describe", "--tags", "--exact-match", revision),
+        source_url=remote or web_url(env.get("CI_PROJECT_URL", "")),
+        release_tag=env.get("CI_COMMIT_TAG", "") or (tagged.stdout.strip() if tagged.returncode == 0 else ""),
     )

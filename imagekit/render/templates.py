@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 
@@ -55,8 +56,14 @@ def _copy_args(paths: Iterable[str]) -> str:
 
 
 def environment() -> Environment:
+    return _environment(templates_root())
+
+
+@cache
+def _environment(root: Path) -> Environment:
+    """One per templates folder and process: a batch render compiles each template once."""
     env = Environment(
-        loader=FileSystemLoader(str(templates_root())),
+        loader=FileSystemLoader(str(root)),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

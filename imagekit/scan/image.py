@@ -1,7 +1,10 @@
 """scan_image: every scanner over one built image, judged by the policy, kept as reports and a status.
 
-Vulnerabilities are always checked against the site's DB: with no DB repository configured, or a DB
-that cannot be fetched or is stale, the scan is a tool failure (exit 1), never a pass.
+Vulnerabilities are checked against the site's DB. With no DB repository configured the scan refuses
+(exit 1), unless the caller allows it (profile `scan.vulnerability_db = "when-available"`): then
+secrets, misconfigurations, licenses and the SBOM still run, and a pass is recorded as `passed,
+vulnerabilities not checked`. A configured DB that cannot be fetched or is stale is always a tool
+failure (exit 1), never a silent downgrade.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from imagekit.engines import Engine
 from imagekit.errors import InputError, MissingPartError, PolicyError, ToolError
 from imagekit.scan.decision import Decision, decide
 from imagekit.scan.findings import parse_report
 from imagekit.scan.policy import Policy
 from imagekit.scan.report import atomic_dir, render_summary
-from imagekit.scan.status import ScanRecord, image_id, record
-from imagekit.scan.trivy import DEFAULT_TRIVY, DbInfo, Trivy
+from imagekit.scan.status import PASSED, PASSED_UNCHECKED, RecordedStatus, ScanRecord, record
+from imagekit.scan.trivy import DbInfo, Trivy, trivy_binary
 
 _PATH_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 REPORT_FILES = {
@@ -42,7 +46,8 @@ class ScanResult(BaseModel):
     digest: str
     decision: Decision
     reports: Path
-    db: DbInfo
+    db: DbInfo | None
+    """None: no vulnerability DB, vulnerabilities not checked."""
     trivy_version: str
     scanned_at: datetime
     os: str
@@ -53,6 +58,16 @@ class ScanResult(BaseModel):
     @property
     def passed(self) -> bool:
         return self.decision.passed
+
+    @property
+    def vulnerabilities_checked(self) -> bool:
+        return self.db is not None
+
+    @property
+    def status(self) -> RecordedStatus:
+        if not self.passed:
+            return "failed"
+        return PASSED if self.vulnerabilities_checked else PASSED_UNCHECKED
 
     @property
     def summary(self) -> Path:
@@ -103,31 +118,52 @@ def scan_image(
     reports_root: Path,
     cache_dir: Path,
     data_dir: Path,
-    trivy: str = DEFAULT_TRIVY,
-    docker: str = "docker",
+    vulnerability_db_required: bool = True,
+    processor_skip: tuple[str, ...] = (),
+    trivy: str | None = None,
+    engine: Engine,
 ) -> ScanResult:
-    """Scan a local engine image; return its result if it passed, raise ScanFailed if not.
+    """Scan an image of `engine` (docker, podman or buildah); return its result if it passed, raise
+    ScanFailed if not. The image is exported as a docker-archive into a temporary directory under
+    `data_dir` (images can be larger than the system's /tmp), which is removed afterwards.
 
-    Raises MissingPartError/ToolError (exit 1) for no, unreachable or stale DB or a Trivy failure,
-    InputError (exit 2) for bad arguments, ScanFailed, a PolicyError (exit 3), when the gate fails.
+    Relative paths are read against the working directory of the caller. `processor_skip` names
+    subdirectories of `processor_dir` not searched for secrets (imagekit's rendered build context).
+    Raises MissingPartError/ToolError (exit 1) for a missing (when required), unreachable or stale DB
+    or a Trivy failure, InputError (exit 2) for bad arguments, ScanFailed, a PolicyError (exit 3),
+    when the gate fails.
     """
     _check_inputs(name, version, dockerfile, processor_dir)
-    if not db_repository.strip():
+    repository = db_repository.strip()
+    if not repository and vulnerability_db_required:
         raise MissingPartError(
             "the Trivy vulnerability DB",
             "set scan.trivy_db_repository in the profile to <registry>/<repository>:<tag> holding a "
-            "trivy-db OCI artifact (imagekit never scans without one, so an unchecked image cannot pass)",
+            'trivy-db OCI artifact; scan.vulnerability_db is "required", so no scan passes without '
+            'one (a site without a DB mirror may set it to "when-available": the status then says '
+            '"passed, vulnerabilities not checked")',
         )
-    digest = image_id(image, docker=docker)
+    reports_root, cache_dir, data_dir = reports_root.resolve(), cache_dir.resolve(), data_dir.resolve()
+    dockerfile = dockerfile.resolve() if dockerfile is not None else None
+    processor_dir = processor_dir.resolve() if processor_dir is not None else None
+    digest = engine.image_id(image)
     if digest is None:
-        raise InputError(f"scan: image {image} is not in the local engine; build it first")
+        raise InputError(f"scan: image {image} is not in the local engine ({engine.name}); build it first")
     final = reports_root / name / version
-    with tempfile.TemporaryDirectory(prefix="imagekit-scan-") as work:
-        runner = Trivy(trivy, cache_dir, Path(work))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="imagekit-scan-") as work,
+        tempfile.TemporaryDirectory(prefix=".scan-export-", dir=data_dir) as exported,
+    ):
+        runner = Trivy(trivy or trivy_binary(), cache_dir, Path(work))
         trivy_version = runner.version()
-        db = runner.fetch_db(db_repository.strip(), max_age_days=policy.max_db_age_days)
+        db = runner.fetch_db(repository, max_age_days=policy.max_db_age_days) if repository else None
+        archive = Path(exported) / "image.tar"
+        engine.export(image, f"docker-archive:{archive}")
         with atomic_dir(final) as staging:
-            report = runner.scan_image(image, staging / REPORT_FILES["image"])
+            report = runner.scan_image(
+                archive, image, staging / REPORT_FILES["image"], vulnerabilities=db is not None
+            )
             scanned_id = (report.get("Metadata") or {}).get("ImageID")
             if scanned_id != digest:
                 raise ToolError(
@@ -138,7 +174,9 @@ def scan_image(
                 config = runner.scan_dockerfile(dockerfile, staging / REPORT_FILES["dockerfile"])
                 findings += parse_report(config, "dockerfile")
             if processor_dir is not None:
-                secrets = runner.scan_secrets(processor_dir, staging / REPORT_FILES["processor"])
+                secrets = runner.scan_secrets(
+                    processor_dir, staging / REPORT_FILES["processor"], skip=processor_skip
+                )
                 findings += parse_report(secrets, "processor")
             runner.sbom(staging / REPORT_FILES["image"], staging / REPORT_FILES["sbom"])
             result = ScanResult(
@@ -164,13 +202,13 @@ def scan_image(
             image=image,
             name=name,
             version=version,
-            status="passed" if result.passed else "failed",
+            status=result.status,
             rule=result.decision.rule,
             scanned_at=result.scanned_at,
             valid_until=result.decision.valid_until,
             reports=str(final),
-            db_repository=db.repository,
-            db_updated_at=db.updated_at,
+            db_repository=db.repository if db else None,
+            db_updated_at=db.updated_at if db else None,
         ),
     )
     if not result.passed:

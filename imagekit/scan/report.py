@@ -83,7 +83,15 @@ def _secrets(verdicts: list[Verdict]) -> list[str]:
     return lines
 
 
-def _vulnerabilities(verdicts: list[Verdict]) -> list[str]:
+NOT_CHECKED = (
+    "**Not checked**: no vulnerability DB is configured (scan.trivy_db_repository), and the profile "
+    'allows that (scan.vulnerability_db = "when-available").'
+)
+
+
+def _vulnerabilities(verdicts: list[Verdict], checked: bool) -> list[str]:
+    if not checked:
+        return ["## Vulnerabilities", "", NOT_CHECKED, ""]
     lines = _section("Vulnerabilities", verdicts, empty="None found.")
     for severity in SEVERITIES:
         some = [v for v in verdicts if v.finding.severity == severity]
@@ -138,10 +146,11 @@ def render_summary(result: ScanResult) -> str:
         return [v for v in verdicts if v.finding.kind == kind]
 
     db = result.db
+    db_row = f"`{db.repository}`, built {db.updated_at:%Y-%m-%d %H:%M %Z}" if db else "none: not checked"
     lines = [
         f"# Security scan: {result.name} {result.version}",
         "",
-        f"**{'PASSED' if decision.passed else 'FAILED'}**: {decision.rule}",
+        f"**{result.status.upper()}**: {decision.rule}",
         "",
         *[f"- also failing: {reason}" for reason in decision.reasons[1:]],
         *([""] if decision.reasons[1:] else []),
@@ -153,15 +162,41 @@ def render_summary(result: ScanResult) -> str:
                 ["Operating system", result.os or "none detected: only language packages were checked"],
                 ["Scanned at", f"{result.scanned_at:%Y-%m-%d %H:%M:%S %Z}"],
                 ["Trivy", result.trivy_version],
-                ["Vulnerability DB", f"`{db.repository}`, built {db.updated_at:%Y-%m-%d %H:%M %Z}"],
+                ["Vulnerability DB", db_row],
                 ["Policy", ", ".join(f"`{source}`" for source in result.policy_sources)],
             ],
         ),
         *_secrets(of("secret")),
-        *_vulnerabilities(of("vulnerability")),
+        *_vulnerabilities(of("vulnerability"), result.vulnerabilities_checked),
         *_misconfigurations(of("misconfiguration"), result.dockerfile_checked),
         *_licenses(of("license")),
     ]
     if not result.processor_checked:
         lines += ["**Processor directory not checked for secrets**: none was given.", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def brief(result: ScanResult) -> list[str]:
+    """The few lines a terminal shows after a scan: status, one count per scanner, the rule, where."""
+    verdicts = list(result.decision.verdicts)
+
+    def count(kind: str) -> str:
+        found = [v for v in verdicts if v.finding.kind == kind]
+        failing = sum(1 for v in found if v.fails)
+        return f"{len(found)} found, {failing} failing"
+
+    vulnerabilities = (
+        count("vulnerability")
+        if result.vulnerabilities_checked
+        else 'not checked: no vulnerability DB (scan.vulnerability_db = "when-available")'
+    )
+    misconfigurations = count("misconfiguration") if result.dockerfile_checked else "not checked"
+    return [
+        f"{result.image} ({result.digest}): {result.status}",
+        f"  vulnerabilities:   {vulnerabilities}",
+        f"  secrets:           {count('secret')}",
+        f"  misconfigurations: {misconfigurations}",
+        f"  licenses:          {count('license')}",
+        f"  rule:              {result.decision.rule}",
+        f"  reports:           {result.summary}",
+    ]

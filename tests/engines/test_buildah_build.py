@@ -1,8 +1,12 @@
-"""Daemonless builds with buildah: reproducible from clean storage, and reusing COTS layers."""
+"""Daemonless builds with buildah: reproducible from clean storage, reusing COTS layers, and smoke
+tests run with the OCI runtime imagekit chose for this host's cgroup layout."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +17,7 @@ from imagekit.engines import engine_for
 from imagekit.engines.buildah import BuildahEngine
 from imagekit.pipeline import build_processor, smoke_test_processor
 
-pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.slow]
+pytestmark = [pytest.mark.engine, pytest.mark.buildah, pytest.mark.registry, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -72,3 +76,34 @@ def test_buildah_builds_are_reproducible_and_reuse_cots_layers(
     reused = [layer.created_by for layer in changed_build.layers[: min(changed)]]
     assert any("/opt/cots/tool-a" in step for step in reused), reused
     assert any("/opt/cots/tool-b" in step for step in reused), reused
+
+
+def test_buildah_build_and_smoke_tests_from_the_cli(make_processor, buildah_profile, image_cleanup) -> None:  # type: ignore[no-untyped-def]
+    """`imagekit --engine buildah build --test` on buildah's shared storage, then a failing `test`."""
+    directory = make_processor(runtime_packages=())
+    # buildah and podman share /var/lib/containers/storage; podman lists and removes its dangling images
+    image_cleanup("podman").append(f"localhost/{directory.name}:1.0.0")
+
+    def imagekit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imagekit.cli", "--engine", "buildah", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            timeout=900,
+            check=False,
+        )
+
+    built = imagekit("build", str(directory), "--test", "--quiet")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "PASS version: ok" in built.stdout and "PASS cots: ok" in built.stdout
+
+    manifest = directory / "processor.yaml"
+    manifest.write_text(manifest.read_text().replace(f'"{directory.name} 1.0.0"', '"version 9"'))
+    tested = imagekit("test", str(directory))
+    assert tested.returncode == 1, tested.stdout + tested.stderr
+    assert "PASS cots: ok" in tested.stdout and "FAIL version" in tested.stdout
+    assert (
+        tested.stderr.strip().splitlines()[-1]
+        == f"{directory.name}:1.0.0: 1 of 2 smoke tests failed: version"
+    )

@@ -1,8 +1,12 @@
-"""podman speaks Docker's command line: the same code path builds, and reuses COTS layers."""
+"""podman speaks Docker's command line: the same code path builds, reuses COTS layers and runs the
+smoke tests, with the OCI runtime and ulimits imagekit chose for this host's cgroup layout."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -10,7 +14,7 @@ from imagekit.config import Profile
 from imagekit.engines import Engine, engine_for
 from imagekit.pipeline import build_processor
 
-pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.slow]
+pytestmark = [pytest.mark.engine, pytest.mark.podman, pytest.mark.registry, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -39,3 +43,33 @@ def test_podman_builds_and_a_code_change_reuses_cots_layers(make_processor, podm
     assert "/opt/processor/bin/" in steps[min(changed)], steps[min(changed)]
     assert any("/opt/cots/tool-a" in step for step in steps[: min(changed)])
     assert any("/opt/cots/tool-b" in step for step in steps[: min(changed)])
+
+
+def imagekit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagekit.cli", "--engine", "podman", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=900,
+        check=False,
+    )
+
+
+def test_podman_runs_the_smoke_tests(make_processor, podman, image_cleanup) -> None:  # type: ignore[no-untyped-def]
+    """`imagekit build --test` and `imagekit test` on podman: containers start, a failure is reported."""
+    directory = make_processor(runtime_packages=())
+    image_cleanup("podman").append(f"localhost/{directory.name}:1.0.0")
+    built = imagekit("build", str(directory), "--test", "--quiet")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "PASS version: ok" in built.stdout and "PASS cots: ok" in built.stdout
+
+    manifest = directory / "processor.yaml"
+    manifest.write_text(manifest.read_text().replace(f'"{directory.name} 1.0.0"', '"version 9"'))
+    tested = imagekit("test", str(directory))
+    assert tested.returncode == 1, tested.stdout + tested.stderr
+    assert "PASS cots: ok" in tested.stdout and "FAIL version" in tested.stdout
+    assert (
+        tested.stderr.strip().splitlines()[-1]
+        == f"{directory.name}:1.0.0: 1 of 2 smoke tests failed: version"
+    )

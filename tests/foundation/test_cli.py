@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,3 +87,81 @@ def test_doctor_names_an_unreachable_registry() -> None:
     result = run("--registry", "127.0.0.1:9", "doctor", env={"COLUMNS": "200"})
     assert result.returncode == 1
     assert "registry" in result.stderr.strip().splitlines()[-1]
+
+
+def test_base_pin_records_the_sites_repository(tmp_path: Path) -> None:
+    """Without --image, a pin names the base's repository in the site's registry, never an empty one."""
+    env = {
+        "IMAGEKIT_PATHS_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEKIT_REGISTRY_URL": "registry.example.org",
+        "IMAGEKIT_REGISTRY_PROJECT": "eo",
+    }
+    digest = "sha256:" + "b" * 64
+    for name in ("debian-12-python", "rocky-9"):
+        result = run("base", "pin", name, digest, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"{name}: registry.example.org/eo/base/{name}@{digest}"
+    override = run("base", "pin", "micromamba", digest, "--image", "registry.example.org/eo/conda", env=env)
+    assert override.stdout.strip() == f"micromamba: registry.example.org/eo/conda@{digest}"
+    recorded = json.loads((tmp_path / "data" / "bases.json").read_text(encoding="utf-8"))
+    assert {name: ref["image"] for name, ref in recorded.items()} == {
+        "debian-12-python": "registry.example.org/eo/base/debian-12-python",
+        "micromamba": "registry.example.org/eo/conda",
+        "rocky-9": "registry.example.org/eo/base/rocky-9",
+    }
+
+
+def test_an_unpinned_site_image_says_what_to_copy_and_pin(tmp_path: Path) -> None:
+    env = {"IMAGEKIT_PATHS_DATA_DIR": str(tmp_path / "data"), "GIT_CONFIG_GLOBAL": os.devnull}
+    assert run("init", "proc", cwd=tmp_path, env=env).returncode == 0
+    manifest = tmp_path / "proc" / "processor.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    assert "profile: debian-12-python" in text
+    manifest.write_text(text.replace("profile: debian-12-python", "profile: rocky-9"), encoding="utf-8")
+    result = run("render", "proc", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "base profile 'rocky-9' has no digest recorded on this site" in last
+    assert "copy Rocky Linux 9.5" in last and "base/rocky-9 repository" in last
+    assert "imagekit base pin rocky-9 DIGEST" in last
+
+
+def rendered_processor(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A scaffolded processor and a data dir with its base pinned: enough to render, no engine."""
+    env = {"IMAGEKIT_PATHS_DATA_DIR": str(tmp_path / "data"), "GIT_CONFIG_GLOBAL": os.devnull}
+    assert run("init", "proc", cwd=tmp_path, env=env).returncode == 0
+    pin = run(
+        "base", "pin", "debian-12-python", "sha256:" + "a" * 64, "--image", "127.0.0.1:5000/x/base", env=env
+    )
+    assert pin.returncode == 0, pin.stderr
+    return tmp_path / "proc", env
+
+
+def test_render_outside_git_warns_that_there_will_be_no_git_tag(tmp_path: Path) -> None:
+    processor, env = rendered_processor(tmp_path)
+    result = run("render", "proc", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    warning = "warning: revision unknown, a build of it gets no git-<sha> tag"
+    assert f"{warning}: {processor} is not in a git work tree" in result.stderr
+    subprocess.run(["git", "init", "-q", str(processor)], check=True)
+    subprocess.run(["git", "-C", str(processor), "add", "."], check=True)
+    commit = ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first"]
+    subprocess.run(["git", "-C", str(processor), *commit], check=True)
+    result = run("render", "proc", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_render_in_a_repository_git_refuses_fails_with_gits_words(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a repository's owner needs root; the suite runs as root in CI")
+    processor, env = rendered_processor(tmp_path)
+    subprocess.run(["git", "init", "-q", str(processor)], check=True)
+    os.chown(processor, 4242, 4242)
+    result = run("render", "proc", cwd=tmp_path, env={**env, "GIT_CONFIG_NOSYSTEM": "1"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "dubious ownership" in result.stderr
+    assert "safe.directory" in result.stderr, "git's own fix is passed on"
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"git cannot read the repository for {processor}")

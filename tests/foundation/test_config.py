@@ -102,3 +102,63 @@ def test_credentials_are_named_never_shown(tmp_path: Path) -> None:
     assert "HARBOR_ROBOT_SECRET" in shown
     assert "s3cr3t-value" not in shown
     assert "other-secret" not in shown
+
+
+PATHS_FILE = """\
+[site]
+ca_certificates = ["certs/site-ca.crt", "/etc/ssl/absolute.crt"]
+[paths]
+data_dir = "state"
+[scan]
+policy = "../policies/scan.yaml"
+[cvmfs]
+root = "./tree"
+[engine]
+docker_binary = "bin/docker"
+"""
+
+
+def test_relative_profile_paths_are_resolved_against_the_profile_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    profile = write(site / "imagekit.toml", PATHS_FILE)
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_profile(str(profile), env={}).profile
+    assert loaded.site.ca_certificates == [str(site / "certs/site-ca.crt"), "/etc/ssl/absolute.crt"]
+    assert loaded.data_dir == site / "state"
+    assert loaded.scan.policy == str(tmp_path / "policies" / "scan.yaml")
+    assert loaded.cvmfs_root == site / "tree"
+    assert loaded.engine.docker == str(site / "bin" / "docker")
+
+
+def test_relative_environment_and_flag_paths_are_resolved_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = write(tmp_path / "imagekit.toml", PATHS_FILE)
+    monkeypatch.chdir(tmp_path / "..")
+    cwd = Path.cwd()
+    env = {
+        "IMAGEKIT_SITE_CA_CERTIFICATES": "a.crt,sub/b.crt",
+        "IMAGEKIT_PATHS_DATA_DIR": "env-state",
+        "IMAGEKIT_ENGINE_DOCKER_BINARY": "docker",
+    }
+    loaded = load_profile(str(profile), env=env, flags={"scan.policy": "flag-policy.yaml"}).profile
+    assert loaded.site.ca_certificates == [str(cwd / "a.crt"), str(cwd / "sub" / "b.crt")]
+    assert loaded.data_dir == cwd / "env-state"
+    assert loaded.scan.policy == str(cwd / "flag-policy.yaml")
+    assert loaded.engine.docker == "docker", "a bare command name is looked up on PATH, not resolved"
+    assert loaded.cvmfs_root == tmp_path / "tree", "the file's value still resolves against the file"
+
+
+def test_unset_path_settings_keep_their_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    profile = write(
+        tmp_path / "imagekit.toml", '[scan]\npolicy = ""\n[paths]\ndata_dir = "~/imagekit-data"\n'
+    )
+    loaded = load_profile(str(profile), env={}).profile
+    assert loaded.scan.policy == ""
+    assert loaded.data_dir == Path("~/imagekit-data").expanduser()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from imagekit.devenv.services import engine_reachable, registry_reachable
+from imagekit.devenv.services import dockerd_host_args, engine_reachable, registry_reachable
+from imagekit.errors import ToolError
 
 IMAGEKIT = [sys.executable, "-m", "imagekit.cli"]
 
@@ -63,9 +64,50 @@ def test_down_stops_only_what_up_started(tmp_path: Path, local_env: dict[str, ob
         assert down.returncode == 0, down.stderr
         assert "stopped: registry" in down.stdout
         assert not registry_reachable(url)
-        assert engine_reachable(), "down must leave an engine it did not start running"
+        assert engine_reachable("docker"), "down must leave an engine it did not start running"
         assert run("dev", "down", env=env).stdout.strip().endswith("(imagekit started nothing running)")
     finally:
         pid = json.loads((tmp_path / "data" / "dev" / "state.json").read_text()).get("registry")
         if pid and registry_reachable(url):
             os.kill(pid, 15)
+
+
+@pytest.mark.engine
+def test_engine_reachability_goes_through_the_client_and_docker_host(
+    local_env: dict[str, object], site_profile, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    assert engine_reachable(site_profile.engine.docker)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
+    assert not engine_reachable(site_profile.engine.docker), "DOCKER_HOST must be where it looks"
+    assert not engine_reachable(str(tmp_path / "no-docker")), "the configured client must be the one run"
+
+
+def test_dockerd_listens_where_docker_host_says() -> None:
+    assert dockerd_host_args({}) == []
+    assert dockerd_host_args({"DOCKER_HOST": "unix:///run/ik/docker.sock"}) == [
+        "--host",
+        "unix:///run/ik/docker.sock",
+    ]
+    with pytest.raises(ToolError, match=r"DOCKER_HOST=tcp://10\.0\.0\.1:2375 does not answer"):
+        dockerd_host_args({"DOCKER_HOST": "tcp://10.0.0.1:2375"})
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+def test_dev_up_honours_docker_host_and_the_docker_binary(
+    tmp_path: Path, local_env: dict[str, object]
+) -> None:
+    data = {"IMAGEKIT_PATHS_DATA_DIR": str(tmp_path / "data")}
+    explicit = run("dev", "up", "--no-bases", env={**data, "DOCKER_HOST": "unix:///var/run/docker.sock"})
+    assert explicit.returncode == 0, explicit.stderr
+    assert "starting dockerd" not in explicit.stderr
+
+    remote = run("dev", "up", "--no-bases", env={**data, "DOCKER_HOST": "tcp://127.0.0.1:9"})
+    assert remote.returncode == 1
+    assert "DOCKER_HOST=tcp://127.0.0.1:9 does not answer" in remote.stderr.strip().splitlines()[-1]
+
+    absent = str(tmp_path / "bin" / "docker")
+    missing = run("dev", "up", "--no-bases", env={**data, "IMAGEKIT_ENGINE_DOCKER_BINARY": absent})
+    assert missing.returncode == 1
+    assert f"docker client {absent} is missing" in missing.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in explicit.stderr + remote.stderr + missing.stderr

@@ -46,9 +46,9 @@ def write(proc_dir: Path) -> Callable[[str], Path]:
 def problems(write: Callable[[str], Path]) -> Callable[..., list[Problem]]:
     """The problems load_manifest reports for a manifest text (which must be invalid)."""
 
-    def problems(text: str, *, release: bool = False) -> list[Problem]:
+    def problems(text: str, *, release: bool = False, bases: str | None = None) -> list[Problem]:
         with pytest.raises(ManifestError) as caught:
-            load_manifest(write(text), release=release)
+            load_manifest(write(text), release=release, bases=bases)
         return caught.value.problems
 
     return problems

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+"""sha256 of the COTS archive below, whose content is `test`."""
 DIGEST = f"sha256:{SHA}"
+SITE_BASES = "registry.example.org/eo/base"
+"""The site's base repositories, `<registry>/<project>/base` (catalog.site_bases)."""
+CATALOG_IMAGE = f"{SITE_BASES}/rocky-9"
+"""A site image render knows how to install packages on: the site's copy of the rocky-9 profile."""
 
 GOOD = f"""\
 schema_version: 1
@@ -15,7 +20,7 @@ processor:
   licenses: [Apache-2.0]
   source_url: https://git.example.org/eo/s3-olci-l1
 base:
-  profile: debian-12
+  profile: debian-12-python
 system_packages:
   build: [gcc, make]
   runtime: [libgomp1]
@@ -59,7 +64,7 @@ labels: {{}}
 """
 
 PROCESSOR_FILES = {
-    "cots/vendor-tool-2.11.0.tar.gz": "not really a tarball",
+    "cots/vendor-tool-2.11.0.tar.gz": "test",
     "requirements.lock": "numpy==1.26.4 --hash=sha256:" + SHA + "\n",
     "src/Makefile": "all:\n",
     "python/olci_l1/__init__.py": "",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,11 +140,44 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
         load_manifest(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_file_is_an_input_error(proc_dir: Path) -> None:
-    (proc_dir / "processor.yaml").chmod(0)
-    with pytest.raises(InputError, match="cannot read: Permission denied"):
-        load_manifest(proc_dir)
+UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+"""Root reads any file: as root, the permission case runs as nobody, so the refusal really happens."""
+LOAD = """
+import sys
+from imagekit.errors import InputError
+from imagekit.manifest import load_manifest
+for path in sys.argv[1:]:
+    try:
+        load_manifest(path)
+        print("loaded")
+    except InputError as exc:
+        print(exc.message.splitlines()[0])
+"""
+
+
+def test_an_unreadable_file_is_an_input_error() -> None:
+    # tmp_path's parents are root's, mode 0700: a folder anyone may enter, so only the file's mode counts.
+    work = Path(tempfile.mkdtemp(prefix="imagekit-unreadable-"))
+    try:
+        work.chmod(0o755)
+        for name, mode in (("readable", 0o644), ("unreadable", 0)):
+            (work / name).mkdir(mode=0o755)
+            (work / name).chmod(0o755)
+            (work / name / "processor.yaml").write_text(GOOD, encoding="utf-8")
+            (work / name / "processor.yaml").chmod(mode)
+        result = subprocess.run(
+            [*UNPRIVILEGED, sys.executable, "-c", LOAD, str(work / "readable"), str(work / "unreadable")],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        readable, unreadable = result.stdout.splitlines()
+    finally:
+        shutil.rmtree(work)
+    assert result.returncode == 0, result.stderr
+    assert "does not exist" in readable  # read and validated: the same user can reach the folder
+    assert unreadable == f"{work}/unreadable/processor.yaml: cannot read: Permission denied"
 
 
 def test_a_directory_named_processor_yaml_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from manifest_cases import GOOD
+from manifest_cases import CATALOG_IMAGE, GOOD
 
 from imagekit.errors import InputError, ManifestError
 from imagekit.manifest import load_manifest, validate_paths
@@ -55,7 +55,8 @@ def test_validate_paths_takes_files_directories_and_trees(proc_dir: Path, tmp_pa
     (tree / "bad" / "processor.yaml").write_text(GOOD.replace("  version: 1.4.0", "  version: latest"))
     (tree / "not-a-processor").mkdir()
     results = validate_paths(
-        [tree, proc_dir / "processor.yaml", tmp_path / "nowhere", tree / "not-a-processor"]
+        [tree, proc_dir / "processor.yaml", tmp_path / "nowhere", tree / "not-a-processor"],
+        data_dir=tmp_path / "data",
     )
     assert [(path, type(error)) for path, error in results] == [
         (tree / "bad" / "processor.yaml", ManifestError),
@@ -70,9 +71,12 @@ def test_validate_paths_takes_files_directories_and_trees(proc_dir: Path, tmp_pa
     assert "no processor.yaml in this directory nor in its subdirectories" in str(results[-1][1])
 
 
-def test_validate_paths_applies_the_release_rules(proc_dir: Path, write: Callable[[str], Path]) -> None:
-    write(GOOD.replace("  profile: debian-12\n", "  image: registry.example.org/eo/base:el9\n"))
-    assert validate_paths([proc_dir]) == [(proc_dir / "processor.yaml", None)]
-    ((_, error),) = validate_paths([proc_dir], release=True)
+def test_validate_paths_applies_the_release_rules(
+    proc_dir: Path, write: Callable[[str], Path], tmp_path: Path
+) -> None:
+    write(GOOD.replace("  profile: debian-12-python\n", f"  image: {CATALOG_IMAGE}:9.5\n"))
+    ((_, error),) = validate_paths([proc_dir], data_dir=tmp_path, release=True)
     assert isinstance(error, ManifestError)
-    assert error.problems[0].field == "base.image"
+    assert [(p.field, p.message.split(":")[0]) for p in error.problems] == [
+        ("base.image", "a release needs the image pinned")
+    ]

@@ -38,6 +38,16 @@ COPY_SRC = "{from: src/,"
         (COPY_SRC, "{from: «src/../../,", "build.copy[0].from", "'..' is not allowed"),
         ("{from: conf/,", "{from: «/etc/,", "app.copy[1].from", "relative to the processor directory"),
         ("{from: conf/,", "{from: «https://example.org/conf/,", "app.copy[1].from", "got the URL"),
+        # what render refuses, validate refuses first
+        ("{from: conf/,", "{from: «.,", "app.copy[1].from", "name a file or folder inside"),
+        ("{from: conf/,", "{from: «./,", "app.copy[1].from", "name a file or folder inside"),
+        ("{from: conf/,", "{from: «site/,", "app.copy[1].from", "site is a name imagekit writes itself"),
+        (COPY_SRC, "{from: «Dockerfile,", "build.copy[0].from", "Dockerfile is a name imagekit writes"),
+        (REQUIREMENTS, "requirements: «./.dockerignore", "dependencies.python.requirements", "imagekit"),
+        (SOURCE, "source: «https://user@mirror.example.org/t.tgz", "cots[0].source", "credentials"),
+        (SOURCE, "source: «https://mirror.example.org/a b.tgz", "cots[0].source", "a URL has no spaces"),
+        (SOURCE, "source: «https://[mirror/t.tgz", "cots[0].source", "not a valid URL"),
+        (SOURCE, "source: «https://mirror.example.org/t$(id).tgz", "cots[0].source", "name the archive"),
     ],
 )
 def test_local_path_rules(
@@ -85,9 +95,9 @@ def test_symlinks_inside_the_directory_are_fine(proc_dir: Path, write: Callable[
     load_manifest(write(edit(GOOD, SOURCE, "source: cots/current.tgz")))
 
 
-def test_https_mirror_and_whole_directory_are_fine(write: Callable[[str], Path]) -> None:
+def test_https_mirror_and_a_directory_are_fine(write: Callable[[str], Path]) -> None:
     text = edit(GOOD, SOURCE, "source: https://mirror.example.org/vendor-tool-2.11.0.tar.gz")
-    load_manifest(write(edit(text, "{from: conf/,", "{from: .,")))
+    load_manifest(write(edit(text, "{from: conf/,", "{from: ./conf,")))
 
 
 def test_paths_are_relative_to_the_processor_directory_not_the_working_directory(
@@ -95,3 +105,13 @@ def test_paths_are_relative_to_the_processor_directory_not_the_working_directory
 ) -> None:
     monkeypatch.chdir(proc_dir.parent)
     assert load_manifest(Path(proc_dir.name)).directory == Path(proc_dir.name)
+
+
+def test_a_local_archive_name_render_cannot_write_is_refused(
+    proc_dir: Path, problems: Callable[..., list[Problem]]
+) -> None:
+    (proc_dir / "cots" / "vendor tool.tgz").write_text("test")
+    line, column, text = locate(edit(GOOD, SOURCE, "source: «cots/vendor tool.tgz"))
+    (found,) = problems(text)
+    assert (found.line, found.column, found.field) == (line, column, "cots[0].source")
+    assert "name the archive with letters, digits" in found.message

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from manifest_cases import DIGEST, GOOD, SHA, edit, locate
+from manifest_cases import CATALOG_IMAGE, DIGEST, GOOD, SHA, SITE_BASES, edit, locate
 
 from imagekit.catalog import load_catalog
 from imagekit.errors import Problem
@@ -134,43 +134,65 @@ FAILING = [
     # base
     Case(
         "base-both",
-        "base:\n  profile: debian-12\n",
-        "«base:\n  profile: debian-12\n  image: registry.example.org/eo/base:el9\n",
+        "base:\n  profile: debian-12-python\n",
+        f"«base:\n  profile: debian-12-python\n  image: {CATALOG_IMAGE}:9.5\n",
         "base",
         "either profile or image, not both",
     ),
     Case(
         "base-neither",
-        "base:\n  profile: debian-12\n",
+        "base:\n  profile: debian-12-python\n",
         "«base: {}\n",
         "base",
         "give a profile (one of: debian-12,",
     ),
     Case(
         "base-unknown-profile",
-        "profile: debian-12",
-        "profile: «debian-13",
+        "profile: debian-12-python",
+        "profile: «debian-12-pyhton",
         "base.profile",
-        "did you mean 'debian-12'?",
+        "did you mean 'debian-12-python'?",
     ),
     Case(
         "digest-format",
-        "  profile: debian-12\n",
-        "  image: registry.example.org/eo/base:el9\n  digest: «sha256:abc\n",
+        "  profile: debian-12-python\n",
+        f"  image: {CATALOG_IMAGE}:9.5\n  digest: «sha256:abc\n",
         "base.digest",
         "expected sha256:<64 hex digits>, got 'sha256:abc'",
     ),
     Case(
         "digest-without-image",
-        "  profile: debian-12\n",
-        f"  profile: debian-12\n  digest: «{DIGEST}\n",
+        "  profile: debian-12-python\n",
+        f"  profile: debian-12-python\n  digest: «{DIGEST}\n",
         "base.digest",
         "pins base.image",
     ),
     Case(
+        "base-image-not-in-catalog",
+        "  profile: debian-12-python\n",
+        f"  image: «registry.example.org:5000/eo/base\n  digest: {DIGEST}\n",
+        "base.image",
+        "is no catalog image, so imagekit does not know how to install packages on it",
+    ),
+    # PATH keeps the image's own: the venv of dependencies.python and the system's directories
+    Case(
+        "runtime-path-replaced",
+        'env: {OMP_NUM_THREADS: "1"}',
+        'env: {OMP_NUM_THREADS: "1", PATH: «"/opt/processor/bin"}',
+        "runtime.env.PATH",
+        "replaces the image's PATH, so the commands of dependencies.python (/opt/venv/bin)",
+    ),
+    Case(
+        "cots-path-replaced",
+        'env: {PATH: "/opt/cots/vendor-tool/bin:$PATH"}',
+        'env: {PATH: «"/opt/cots/vendor-tool/bin:$PATHS"}',
+        "cots[0].env.PATH",
+        "keep them with '/opt/cots/vendor-tool/bin:$PATHS:$PATH'",
+    ),
+    Case(
         "image-with-digest",
-        "  profile: debian-12\n",
-        f"  image: «registry.example.org/eo/base@{DIGEST}\n",
+        "  profile: debian-12-python\n",
+        f"  image: «{CATALOG_IMAGE}@{DIGEST}\n",
         "base.image",
         "put a digest in base.digest",
     ),
@@ -357,10 +379,14 @@ PASSING = [
     ("name-dots-underscores", "name: s3-olci-l1", "name: s3.olci_l1"),
     (
         "base-image-digest",
-        "  profile: debian-12\n",
-        f"  image: registry.example.org/eo/base:el9\n  digest: {DIGEST}\n",
+        "  profile: debian-12-python\n",
+        f"  image: {CATALOG_IMAGE}:9.5\n  digest: {DIGEST}\n",
     ),
-    ("base-image-port", "  profile: debian-12\n", "  image: registry.example.org:5000/eo/base\n"),
+    (
+        "base-image-other-tag",
+        "  profile: debian-12-python\n",
+        f"  image: {CATALOG_IMAGE}:9\n  digest: {DIGEST}\n",
+    ),
     (
         "cots-https",
         "source: cots/vendor-tool-2.11.0.tar.gz",
@@ -377,6 +403,9 @@ PASSING = [
     ("no-optional-sections", "publish:\n  cvmfs: true\nlabels: {}\n", ""),
     ("license-ref", "licenses: [Apache-2.0]", "licenses: [Apache-2.0, LicenseRef-esa-tool]"),
     ("pinned-package", "runtime: [libgomp1]", "runtime: [libgomp1=12.2.0-14]"),
+    ("path-braces", "vendor-tool/bin:$PATH", "vendor-tool/bin:${PATH}"),
+    ("path-appended", '"/opt/cots/vendor-tool/bin:$PATH"', '"$PATH:/opt/cots/vendor-tool/bin"'),
+    ("build-without-packages", "  build: [gcc, make]\n", ""),
 ]
 
 
@@ -387,7 +416,13 @@ def test_rule_accepts(old: str, new: str, write: Callable[[str], Path]) -> None:
 
 @pytest.mark.parametrize("profile", sorted(load_catalog().profiles))
 def test_every_catalog_profile_is_a_valid_base(profile: str, write: Callable[[str], Path]) -> None:
-    manifest = load_manifest(write(edit(GOOD, "profile: debian-12\n", f"profile: {profile}\n")))
+    text = edit(GOOD, "profile: debian-12-python\n", f"profile: {profile}\n")
+    entry = load_catalog().profiles[profile]
+    if not (entry.python or entry.conda):
+        text = edit(
+            text, "dependencies:\n  python: {requirements: requirements.lock, require_hashes: true}\n", ""
+        )
+    manifest = load_manifest(write(text))
     assert manifest.processor.base.profile == profile
 
 
@@ -406,20 +441,56 @@ def test_missing_top_level_key_is_reported_at_the_start(problems: Callable[..., 
     assert (only.line, only.column, only.field, only.message) == (1, 1, "tests", "required, but missing")
 
 
-def test_release_requires_a_pinned_image(
+def test_a_site_image_is_always_pinned_and_a_release_says_so(
     problems: Callable[..., list[Problem]], write: Callable[[str], Path]
 ) -> None:
-    unpinned = edit(GOOD, "  profile: debian-12\n", "  image: «registry.example.org/eo/base:el9\n")
+    """Render writes FROM image@digest, so validation refuses an unpinned image, release or not."""
+    unpinned = edit(GOOD, "  profile: debian-12-python\n", f"  image: «{CATALOG_IMAGE}:9.5\n")
     line, column, text = locate(unpinned)
-    load_manifest(write(text))
-    found = problems(text, release=True)
-    assert [(p.line, p.column, p.field) for p in found] == [(line, column, "base.image")]
-    assert "a release needs the image pinned" in found[0].message
+    (found,) = problems(text)
+    assert (found.line, found.column, found.field) == (line, column, "base.image")
+    assert "FROM is always pinned by digest: add base.digest" in found.message
+    (found,) = problems(text, release=True)
+    assert (found.line, found.column, found.field) == (line, column, "base.image")
+    assert "a release needs the image pinned" in found.message
     pinned = edit(
-        GOOD, "  profile: debian-12\n", f"  image: registry.example.org/eo/base:el9\n  digest: {DIGEST}\n"
+        GOOD, "  profile: debian-12-python\n", f"  image: {CATALOG_IMAGE}:9.5\n  digest: {DIGEST}\n"
     )
     load_manifest(write(pinned), release=True)
     load_manifest(write(GOOD), release=True)
+
+
+def test_base_image_is_the_sites_copy_of_a_catalog_base(
+    problems: Callable[..., list[Problem]], write: Callable[[str], Path]
+) -> None:
+    """Knowing the site (validate, render), a base.image is one of its `<registry>/<project>/base/*`."""
+
+    def image(value: str) -> str:
+        return edit(GOOD, "  profile: debian-12-python\n", f"  image: {value}\n  digest: {DIGEST}\n")
+
+    for accepted in (f"{CATALOG_IMAGE}:9.5", f"{SITE_BASES}/debian-12-python", f"{SITE_BASES}/micromamba:2"):
+        load_manifest(write(image(accepted)), bases=SITE_BASES)
+    other_site = image("«registry.example.org/other/base/rocky-9:9.5")
+    line, column, text = locate(other_site)
+    (found,) = problems(text, bases=SITE_BASES)
+    assert (found.line, found.column, found.field) == (line, column, "base.image")
+    assert "is no catalog image" in found.message
+    assert f"the site's copy of one: {SITE_BASES}/<profile>" in found.message
+    # read without the site (a smoke test, CI generation): any `<...>/base/<profile>` names the profile
+    load_manifest(write(other_site.replace("«", "")))
+    (found,) = problems(image("registry.example.org/eo/rocky-9"))
+    assert "<registry>/<project>/base/<profile>" in found.message
+
+
+def test_python_dependencies_follow_the_profile_of_the_site_image(
+    problems: Callable[..., list[Problem]],
+) -> None:
+    text = edit(
+        GOOD, "  profile: debian-12-python\n", f"  image: {SITE_BASES}/debian-12\n  digest: {DIGEST}\n"
+    )
+    (found,) = problems(text, bases=SITE_BASES)
+    assert found.field == "dependencies.python"
+    assert "base profile 'debian-12' has no Python" in found.message
 
 
 def test_schema_version_other_than_1_is_one_problem(problems: Callable[..., list[Problem]]) -> None:
@@ -495,3 +566,31 @@ def test_problems_read_file_line_col_field_message(
         f"{proc_dir / 'processor.yaml'}:4:12: processor.version: expected a release version"
     )
     assert ManifestError(found).lines()[-1] == f"1 problem in {proc_dir / 'processor.yaml'}"
+
+
+def test_python_dependencies_need_a_base_with_python(problems: Callable[..., list[Problem]]) -> None:
+    """Render refuses it, so validation does, at the dependencies.python key."""
+    text = edit(GOOD, "profile: debian-12-python\n", "profile: debian-12\n")
+    line, column, text = locate(edit(text, "  python: {requirements", "  «python: {requirements"))
+    (found,) = problems(text)
+    assert (found.line, found.column, found.field) == (line, column, "dependencies.python")
+    assert found.message == (
+        "base profile 'debian-12' has no Python; use one that has, such as debian-12-python"
+    )
+
+
+def test_build_packages_need_a_build_section(problems: Callable[..., list[Problem]]) -> None:
+    build = GOOD[GOOD.index("build:\n  workdir") : GOOD.index("app:\n")]
+    line, column, text = locate(edit(edit(GOOD, build, ""), "  build: [gcc", "  «build: [gcc"))
+    (found,) = problems(text)
+    assert (found.line, found.column, found.field) == (line, column, "system_packages.build")
+    assert found.message == "build packages need a `build` section to use them"
+
+
+def test_every_render_rule_is_reported_at_once(problems: Callable[..., list[Problem]]) -> None:
+    text = edit(GOOD, "profile: debian-12-python\n", "profile: debian-12\n")
+    text = edit(text, GOOD[GOOD.index("build:\n  workdir") : GOOD.index("app:\n")], "")
+    text = edit(text, "{from: conf/,", "{from: site/,")
+    text = edit(text, 'OMP_NUM_THREADS: "1"', 'PATH: "/opt/processor/bin"')
+    fields = [p.field for p in problems(text)]
+    assert fields == ["system_packages.build", "dependencies.python", "app.copy[1].from", "runtime.env.PATH"]

@@ -15,7 +15,7 @@ import pytest
 from manifest_cases import GOOD
 from ruamel.yaml import YAML
 
-from imagekit.manifest import json_schema, load_manifest
+from imagekit.manifest import json_schema, load_manifest, validate_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "imagekit" / "manifest" / "processor.schema.json"
@@ -67,11 +67,12 @@ def test_the_schema_accepts_the_known_good_manifest_and_every_example() -> None:
         assert not errors, f"{name}: {errors}"
 
 
-def test_the_scientist_guide_example_is_valid(proc_dir: Path) -> None:
+def test_the_scientist_guide_example_is_valid(proc_dir: Path, tmp_path: Path) -> None:
     guide = (REPO / "docs" / "scientist-guide.md").read_text(encoding="utf-8")
     example = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
     (proc_dir / "processor.yaml").write_text(example, encoding="utf-8")
     assert load_manifest(proc_dir).processor.processor.name == "s3-olci-l1"
+    assert validate_paths([proc_dir], data_dir=tmp_path / "data") == [(proc_dir / "processor.yaml", None)]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])

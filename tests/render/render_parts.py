@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from imagekit.catalog import BaseRef, load_catalog
+from imagekit.catalog import BaseRef, site_repository
 from imagekit.manifest import LoadedManifest
 from imagekit.render import RenderResult, SourceInfo
 
@@ -24,6 +24,8 @@ EXAMPLES = {
     "olci-l1-demo": REPO / "processors" / "olci-l1-demo",
     "sst-cdr-demo": REPO / "processors" / "sst-cdr-demo",
     "s2-cloudmask-demo": REPO / "processors" / "s2-cloudmask-demo",
+    "cdr-regrid-demo": REPO / "processors" / "cdr-regrid-demo",
+    "vis-pipeline-demo": REPO / "processors" / "vis-pipeline-demo",
     "el9-demo": FIXTURES / "el9-demo",
     "conda-demo": FIXTURES / "conda-demo",
 }
@@ -33,8 +35,6 @@ Render = Callable[..., RenderResult]
 
 
 def base_for(manifest: LoadedManifest) -> BaseRef:
-    """The base a site would pin, at a fixed digest."""
-    profile = manifest.processor.base.profile
-    entry = load_catalog().profiles[profile]
-    image = entry.image or f"127.0.0.1:5000/imagekit/base/{profile}"
+    """The base a site would pin, in its own registry, at a fixed digest."""
+    image = site_repository("127.0.0.1:5000", "imagekit", manifest.processor.base.profile)
     return BaseRef(image=image, digest=DIGEST)

@@ -2,6 +2,7 @@
 
 Regenerate after an intended change, then review the diff:
     IMAGEKIT_UPDATE_GOLDEN=1 .venv/bin/pytest tests/render/test_golden.py
+That run fails for each file it rewrote and skips the unchanged ones: it never counts as a pass.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ def test_rendered_text_matches_the_golden_file(
     result = render_example(name, target)
     text = (result.context_dir / file).read_text(encoding="utf-8")
     golden = GOLDEN / name / file.lstrip(".")
-    if UPDATE:
+    if UPDATE:  # writing the expectation proves nothing: never a pass
+        if golden.is_file() and golden.read_text(encoding="utf-8") == text:
+            pytest.skip(f"IMAGEKIT_UPDATE_GOLDEN=1: {golden} unchanged")
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text, encoding="utf-8")
+        pytest.fail(f"IMAGEKIT_UPDATE_GOLDEN=1: wrote {golden}; review `git diff`, then run without it")
     assert golden.is_file(), f"no golden file {golden}: run with IMAGEKIT_UPDATE_GOLDEN=1 and review it"
     assert text == golden.read_text(encoding="utf-8"), f"{file} of {name} differs from {golden}"
 

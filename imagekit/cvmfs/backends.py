@@ -1,0 +1,441 @@
+"""Where the tree goes: a local directory, or a CVMFS repository through the real `cvmfs_server`.
+
+Both run every change inside one transaction under imagekit's own per-repository lock (CVMFS's
+transaction flag has no owner: any process could publish or abort another's work).
+`local`: changes are staged beside the tree and switched in with atomic renames; an abort undoes the
+renames done so far, and a crashed run's staging area is removed by the next run.
+`cvmfs_server`: `transaction` (a template transaction `-T` to clone a flat), write in
+`/cvmfs/<repo>`, `publish`; on any failure `abort -f`, then the original error is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imagekit.config import Profile
+from imagekit.cvmfs.layout import STATE, normalise
+from imagekit.errors import MissingPartError, ToolError
+
+Log = Callable[[str], None]
+ALREADY_OPEN = 17
+NONE_OPEN = 22
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    time: str
+
+
+class Transaction:
+    """Changes to the tree; nothing is visible as final until `commit`."""
+
+    markers = True
+    """Whether overlayfs markers (whiteouts, opaque directories) can be written in this transaction."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def new_tree(self, rel: str, template: str | None) -> Path:
+        """Where to build the tree that `place_tree(rel)` puts at `rel` (a copy of `template`, or empty)."""
+        raise NotImplementedError
+
+    def place_tree(self, rel: str) -> None:
+        raise NotImplementedError
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        path = self.root / normalise(rel)
+        self._parents(path)
+        self._keep(rel)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def write_dir(self, rel: str, files: dict[str, bytes]) -> None:
+        """A directory of files, in the order given (the mark of completeness last)."""
+        raise NotImplementedError
+
+    def symlink(self, rel: str, target: str) -> None:
+        path = self.root / normalise(rel)
+        self._parents(path)
+        self._keep(rel)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+
+    def remove(self, rel: str) -> None:
+        raise NotImplementedError
+
+    def copy_tree(self, source: Path, rel: str) -> None:
+        """A hard-link copy of `source` at `rel`."""
+        raise NotImplementedError
+
+    def _keep(self, rel: str) -> None:
+        """Remember what `rel` was, for an abort (the local backend; CVMFS keeps its own)."""
+
+    def _parents(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class Backend:
+    name = ""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.repository = profile.cvmfs.repository
+
+    @property
+    def root(self) -> Path:
+        raise NotImplementedError
+
+    def lock_path(self) -> Path:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def lock(self, log: Log) -> Iterator[None]:
+        """imagekit's per-repository lock; waits `cvmfs.lock_timeout` seconds for another publisher."""
+        path = self.lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as handle:
+            deadline = time.monotonic() + self.profile.cvmfs.lock_timeout
+            told = False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    if time.monotonic() >= deadline:
+                        raise ToolError(
+                            f"CVMFS repository {self.repository} is locked by {holder} "
+                            f"(waited {self.profile.cvmfs.lock_timeout} s; lock {path})"
+                        ) from None
+                    if not told:
+                        log(f"waiting for {holder} to finish with {self.repository}")
+                        told = True
+                    time.sleep(0.2)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def recover(self, log: Log) -> None:
+        """Clean what a crashed run left (called under the lock, before anything else)."""
+
+    def transaction(
+        self, log: Log, template: tuple[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[Transaction]:
+        raise NotImplementedError
+
+    def revision(self) -> Revision | None:
+        raise NotImplementedError
+
+    def collect_garbage(self, log: Log) -> None:
+        """The backend's own garbage collection, after imagekit removed what nothing references."""
+
+
+# --- local ---------------------------------------------------------------------------------------------
+
+
+class _LocalTransaction(Transaction):
+    def __init__(self, root: Path, staging: Path) -> None:
+        super().__init__(root)
+        self.staging = staging
+        self._undo: list[Callable[[], None]] = []
+        self._saved = 0
+
+    def _keep(self, rel: str) -> None:
+        path = self.root / normalise(rel)
+        if os.path.lexists(path):
+            self._saved += 1
+            backup = self.staging / f"saved-{self._saved}"
+            if path.is_dir() and not path.is_symlink():
+                shutil.copytree(path, backup, symlinks=True)
+            else:
+                shutil.copy2(path, backup, follow_symlinks=False)
+            self._undo.append(lambda: _put_back(backup, path))
+        else:
+            self._undo.append(lambda: _drop(path))
+
+    def _work(self, rel: str) -> Path:
+        return self.staging / ("tree-" + normalise(rel).replace("/", "_"))
+
+    def _parents(self, path: Path) -> None:
+        """Missing parents are made, and removed again by an abort."""
+        missing = []
+        parent = path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            directory.mkdir()
+            self._undo.append(directory.rmdir)
+
+    def new_tree(self, rel: str, template: str | None) -> Path:
+        work = self._work(rel)
+        if template is None:
+            work.mkdir(mode=0o755)
+        else:
+            _link_copy(self.root / normalise(template), work)
+        return work
+
+    def copy_tree(self, source: Path, rel: str) -> None:
+        final = self.root / normalise(rel)
+        built = self.staging / f"copy-{len(self._undo)}"
+        _link_copy(source, built)
+        self._parents(final)
+        os.rename(built, final)
+        self._undo.append(lambda: shutil.rmtree(final))
+
+    def place_tree(self, rel: str) -> None:
+        final, work = self.root / normalise(rel), self._work(rel)
+        self._parents(final)
+        if final.exists():
+            old = self.staging / f"old-{len(self._undo)}"
+            os.rename(final, old)
+            self._undo.append(lambda: os.rename(old, final))
+        os.rename(work, final)
+        self._undo.append(lambda: os.rename(final, work))
+
+    def write_dir(self, rel: str, files: dict[str, bytes]) -> None:
+        final = self.root / normalise(rel)
+        built = self.staging / f"dir-{len(self._undo)}"
+        built.mkdir(mode=0o755)
+        for name, data in files.items():
+            (built / name).write_bytes(data)
+            os.chmod(built / name, 0o644)
+        self._parents(final)
+        if final.exists():
+            old = self.staging / f"old-{len(self._undo)}"
+            os.rename(final, old)
+            self._undo.append(lambda: os.rename(old, final))
+        os.rename(built, final)
+        self._undo.append(lambda: shutil.rmtree(final))
+
+    def remove(self, rel: str) -> None:
+        path = self.root / normalise(rel)
+        if not os.path.lexists(path):
+            return
+        trash = self.staging / f"removed-{len(self._undo)}"
+        os.rename(path, trash)
+        self._undo.append(lambda: os.rename(trash, path))
+
+    def abort(self) -> None:
+        for step in reversed(self._undo):
+            step()
+        self._undo.clear()
+
+
+def _link_copy(source: Path, target: Path) -> None:
+    """cp -a --link: directories copied with their metadata, files as hard links, symlinks as they are."""
+    copied = subprocess.run(
+        ["cp", "-a", "--link", "--no-target-directory", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if copied.returncode != 0:
+        raise ToolError(f"hard-link copy of {source} failed: {copied.stderr.strip()}")
+
+
+def _put_back(backup: Path, path: Path) -> None:
+    _drop(path)
+    os.rename(backup, path)
+
+
+def _drop(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    @property
+    def root(self) -> Path:
+        return self.profile.cvmfs_root
+
+    @property
+    def _state(self) -> Path:
+        return self.root / STATE
+
+    def lock_path(self) -> Path:
+        return self._state / "lock"
+
+    def recover(self, log: Log) -> None:
+        staging = self._state / "staging"
+        if staging.is_dir():
+            for leftover in sorted(staging.iterdir()):
+                log(f"removing what an interrupted run left: {leftover}")
+                shutil.rmtree(leftover)
+
+    @contextlib.contextmanager
+    def transaction(self, log: Log, template: tuple[str, str] | None = None) -> Iterator[_LocalTransaction]:
+        staging = self._state / "staging" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        txn = _LocalTransaction(self.root, staging)
+        try:
+            yield txn
+            number = (self.revision() or Revision(0, "")).number + 1
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            txn.write_file(f"{STATE}/revision.json", json.dumps({"revision": number, "time": stamp}).encode())
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def revision(self) -> Revision | None:
+        try:
+            data = json.loads((self._state / "revision.json").read_text(encoding="utf-8"))
+            return Revision(int(data["revision"]), str(data["time"]))
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+# --- cvmfs_server --------------------------------------------------------------------------------------
+
+
+class _ServerTransaction(Transaction):
+    markers = False  # the transaction's own overlayfs would take them as changes of the repository
+
+    def new_tree(self, rel: str, template: str | None) -> Path:
+        path = self.root / normalise(rel)
+        if template is None:
+            _drop(path)  # rebuilt whole (CVMFS stores each content once)
+            path.mkdir(mode=0o755, parents=True)
+        elif not path.is_dir():
+            raise ToolError(f"cvmfs_server transaction -T did not create /{normalise(rel)}")
+        return path
+
+    def place_tree(self, rel: str) -> None:
+        return None  # written in place; the publish makes it visible
+
+    def write_dir(self, rel: str, files: dict[str, bytes]) -> None:
+        final = self.root / normalise(rel)
+        final.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            self.write_file(f"{rel}/{name}", data)
+
+    def remove(self, rel: str) -> None:
+        _drop(self.root / normalise(rel))
+
+    def copy_tree(self, source: Path, rel: str) -> None:
+        final = self.root / normalise(rel)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _link_copy(source, final)
+
+
+class CvmfsServerBackend(Backend):
+    name = "cvmfs_server"
+
+    @property
+    def binary(self) -> str:
+        return self.profile.cvmfs.server_binary or "cvmfs_server"
+
+    @property
+    def root(self) -> Path:
+        return Path(self.profile.cvmfs.root) if self.profile.cvmfs.root else Path("/cvmfs") / self.repository
+
+    @property
+    def spool(self) -> Path:
+        return Path(self.profile.cvmfs.spool_dir) / self.repository
+
+    def lock_path(self) -> Path:
+        if not self.spool.is_dir():
+            raise ToolError(
+                f"{self.spool} is missing: this machine is not a publisher of {self.repository} "
+                "(create the repository with cvmfs_server mkfs, see cvmfs/README.md)"
+            )
+        return self.spool / "imagekit.lock"
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [self.binary, *args], capture_output=True, text=True, check=False, cwd="/", timeout=3600
+            )
+        except FileNotFoundError as exc:
+            raise MissingPartError(
+                "cvmfs_server",
+                "install cvmfs-server from the site's CERN apt repository on the Stratum 0 or publisher "
+                "(imagekit dev up does it with cvmfs.backend = cvmfs_server); see cvmfs/README.md",
+            ) from exc
+
+    def _abort(self, log: Log) -> None:
+        done = self.run("abort", "-f", self.repository)
+        if done.returncode not in (0, NONE_OPEN):
+            log(f"cvmfs_server abort -f {self.repository} failed too: {_tail(done)}")
+
+    def recover(self, log: Log) -> None:
+        if (self.spool / "in_transaction.lock").exists():
+            log(f"{self.repository} has an open transaction (an interrupted run?): aborting it first")
+            self._abort(log)
+
+    @contextlib.contextmanager
+    def transaction(self, log: Log, template: tuple[str, str] | None = None) -> Iterator[_ServerTransaction]:
+        args = ["transaction"]
+        if template:
+            args += ["-T", f"/{normalise(template[0])}=/{normalise(template[1])}"]
+        opened = self.run(*args, self.repository)
+        if opened.returncode == ALREADY_OPEN:
+            raise ToolError(
+                f"cvmfs_server transaction {self.repository}: another transaction is open "
+                "(someone publishing outside imagekit?); try again when it is done"
+            )
+        if opened.returncode != 0:
+            raise ToolError(f"cvmfs_server transaction {self.repository} failed: {_tail(opened)}")
+        try:
+            yield _ServerTransaction(self.root)
+        except BaseException:
+            self._abort(log)
+            raise
+        published = self.run("publish", self.repository)
+        if published.returncode != 0:
+            self._abort(log)
+            raise ToolError(f"cvmfs_server publish {self.repository} failed: {_tail(published)}")
+
+    def revision(self) -> Revision | None:
+        try:
+            number = int(os.getxattr(self.spool / "rdonly", "user.revision").decode().strip())
+        except (OSError, ValueError):
+            return None
+        return Revision(number, datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def collect_garbage(self, log: Log) -> None:
+        conf = Path("/etc/cvmfs/repositories.d") / self.repository / "server.conf"
+        settings = conf.read_text(encoding="utf-8") if conf.is_file() else ""
+        if "CVMFS_GARBAGE_COLLECTION=true" not in settings.replace(" ", ""):
+            log(f"{self.repository} does not allow garbage collection (CVMFS_GARBAGE_COLLECTION): skipped")
+            return
+        done = self.run("gc", "-f", self.repository)
+        if done.returncode != 0:
+            raise ToolError(f"cvmfs_server gc {self.repository} failed: {_tail(done)}")
+
+
+def _tail(done: subprocess.CompletedProcess[str]) -> str:
+    text = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    return f"exit {done.returncode}: {text[-1] if text else 'no output'}"
+
+
+def backend_for(profile: Profile) -> Backend:
+    return CvmfsServerBackend(profile) if profile.cvmfs.backend == "cvmfs_server" else LocalBackend(profile)

@@ -1,0 +1,514 @@
+"""Apply OCI layers, in order, to one directory: the image's root filesystem as `docker export` shows it.
+
+Whiteouts and opaque directories remove what lower layers wrote; hard links may point to files of
+earlier layers; symlinks are created, never followed. Every check reads the index (the tree as the
+layers define it), so an entry that would leave the tree — `..`, an absolute name, a parent that is a
+symlink or a file, a hard link to outside — is refused with its layer and name before anything is
+written. Device nodes and FIFOs are skipped and reported. An existing file is always replaced by
+unlink-then-create, so a tree that shares inodes with this one (a hard-link copy) never changes.
+
+With a second tree (`cvmfs.layers`), each layer is also written on its own, as containerd's overlayfs
+snapshotter unpacks it for the CVMFS snapshotter (`.layers/<d[0:2]>/<d>/layerfs`): whiteouts become
+character devices 0/0, opaque directories get `trusted.overlay.opaque=y`, and every file is a hard
+link of the file just written to the flat (no data is written twice). The flat's checks run first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from imagekit.cvmfs.index import DIR, FILE, OPAQUE_XATTR, OVERLAY_WHITEOUT, SYMLINK, Entry, Index
+from imagekit.errors import InputError, ToolError
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class UnsafeLayer(InputError):
+    """A layer entry would write outside the tree; nothing of the publication is kept."""
+
+
+@dataclass
+class Stats:
+    entries_written: int = 0
+    bytes_written: int = 0
+    skipped: list[str] = field(default_factory=list)
+    """Entries not created (device nodes, FIFOs), as '<layer>: <name> (<why>)'."""
+    warnings: list[str] = field(default_factory=list)
+    entries_seen: int = 0
+    bytes_seen: int = 0
+    """Tar entries and regular-file bytes read from the layers, counted against `Limits`."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of one publication (`cvmfs.max_entries`, `cvmfs.max_bytes`): a file-count or size bomb
+    is refused as it is read, before it fills the disk."""
+
+    max_entries: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class Meta:
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime: float = 0
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+
+class Tree:
+    """The index and, when `root` is given, the directory it describes, changed together."""
+
+    def __init__(
+        self,
+        index: Index,
+        root: Path | None,
+        stats: Stats | None = None,
+        *,
+        markers: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
+        self.index = index
+        self.root = root
+        self.stats = stats or Stats()
+        self.limits = limits
+        self.markers = markers
+        """Whether overlayfs markers (whiteouts, opaque) can be written here (not through a CVMFS union)."""
+        self._own_inodes: set[int] = set()
+        self._dir_times: list[tuple[str, float]] = []
+
+    def _disk(self, path: str) -> str:
+        assert self.root is not None
+        return os.path.join(self.root, path)
+
+    def account(self, member: tarfile.TarInfo, layer: str) -> None:
+        """Count one tar entry (and its file bytes) against the limits; refuse the image past them."""
+        self.stats.entries_seen += 1
+        self.stats.bytes_seen += member.size if member.isreg() else 0
+        if self.limits is None:
+            return
+        if self.stats.entries_seen > self.limits.max_entries:
+            raise UnsafeLayer(
+                f"layer {layer}: more than {self.limits.max_entries} entries in the image "
+                "(cvmfs.max_entries); refused, nothing published"
+            )
+        if self.stats.bytes_seen > self.limits.max_bytes:
+            raise UnsafeLayer(
+                f"layer {layer}: '{member.name}' takes the image past {self.limits.max_bytes} bytes of files "
+                "(cvmfs.max_bytes); refused, nothing published"
+            )
+
+    def _apply_meta(self, path: str, meta: Meta, *, is_link: bool = False) -> None:
+        full = self._disk(path)
+        os.lchown(full, meta.uid, meta.gid)
+        if not is_link:
+            os.chmod(full, meta.mode)  # after chown, which clears setuid/setgid
+        for name, value in meta.xattrs:
+            try:
+                os.setxattr(full, name, value, follow_symlinks=False)
+            except OSError as exc:
+                self.stats.warnings.append(f"/{path}: xattr {name} not kept: {exc.strerror}")
+
+    def remove(self, path: str) -> None:
+        found = self.index.get(path)
+        if found is None:
+            return
+        self.index.remove(path)
+        if self.root is None:
+            return
+        full = self._disk(path)
+        if found.kind == DIR:
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+
+    def _replace(self, path: str, kind: str) -> bool:
+        """Clear `path` for a new entry of `kind`; True if an existing directory is to be kept."""
+        found = self.index.get(path)
+        if found is not None and found.kind == DIR and kind == DIR:
+            return True
+        self.remove(path)
+        return False
+
+    def put_dir(self, path: str, meta: Meta) -> None:
+        found = self.index.get(path)
+        keep = self._replace(path, DIR)
+        opaque = keep and found is not None and found.opaque  # a marker on it stays, as its xattr does
+        self.index.put(path, Entry(DIR, meta.mode, meta.uid, meta.gid, opaque=opaque))
+        self.stats.entries_written += 1
+        if self.root is not None:
+            if not keep:
+                os.mkdir(self._disk(path), 0o700)
+            self._apply_meta(path, meta)
+            self._dir_times.append((path, meta.mtime))
+
+    def put_file(self, path: str, meta: Meta, chunks: Iterable[bytes]) -> None:
+        self._replace(path, FILE)
+        digest = hashlib.sha256()
+        size = 0
+        if self.root is None:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+        else:
+            full = self._disk(path)
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if chunk.count(0) == len(chunk):
+                        os.lseek(fd, len(chunk), os.SEEK_CUR)  # zeros stay a hole: sparse files stay sparse
+                        continue
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                os.ftruncate(fd, size)
+                self._own_inodes.add(os.fstat(fd).st_ino)
+            finally:
+                os.close(fd)
+            self._apply_meta(path, meta)
+            os.utime(full, (meta.mtime, meta.mtime), follow_symlinks=False)
+        node = self.index.new_node()
+        self.index.put(path, Entry(FILE, meta.mode, meta.uid, meta.gid, size, digest.hexdigest(), node=node))
+        self.stats.entries_written += 1
+        self.stats.bytes_written += size
+
+    def put_bytes(self, path: str, data: bytes, mode: int) -> None:
+        self.put_file(path, Meta(mode), [data])
+
+    def put_symlink(self, path: str, target: str, meta: Meta) -> None:
+        self._replace(path, SYMLINK)
+        if self.root is not None:
+            full = self._disk(path)
+            os.symlink(target, full)
+            self._apply_meta(path, meta, is_link=True)
+            os.utime(full, (meta.mtime, meta.mtime), follow_symlinks=False)
+        self.index.put(path, Entry(SYMLINK, 0o777, meta.uid, meta.gid, len(target.encode()), target=target))
+        self.stats.entries_written += 1
+
+    def put_hardlink(self, path: str, target: str, meta: Meta) -> None:
+        """A second name for `target`; its inode takes the entry's metadata, as Docker applies it."""
+        linked = self.index.get(target)
+        assert linked is not None and linked.kind in (FILE, SYMLINK)
+        if path == target:
+            return
+        self._replace(path, linked.kind)
+        same = (linked.mode, linked.uid, linked.gid) == (meta.mode, meta.uid, meta.gid)
+        shared = self.root is not None and os.lstat(self._disk(target)).st_ino not in self._own_inodes
+        if linked.kind == FILE and not same and shared:
+            self._copy_up(target, linked)
+            linked = self.index.get(target) or linked
+        if self.root is not None:
+            os.link(self._disk(target), self._disk(path), follow_symlinks=False)
+            if linked.kind == FILE and not same:
+                self._apply_meta(path, meta)
+        if linked.kind == FILE and not same:
+            self.index.set_node_metadata(linked.node, meta.mode, meta.uid, meta.gid)
+            linked = self.index.get(target) or linked
+        self.index.put(path, linked)
+        self.stats.entries_written += 1
+
+    def link_from(self, path: str, other: Tree, source: str) -> None:
+        """`path` as a new name of `other`'s file or symlink `source` (never changed in place later)."""
+        found = other.index.get(source)
+        assert found is not None and found.kind in (FILE, SYMLINK)
+        self._replace(path, found.kind)
+        if self.root is not None:
+            full = other._disk(source)
+            other._own_inodes.discard(os.lstat(full).st_ino)  # shared now: a chmod through a link copies up
+            os.link(full, self._disk(path), follow_symlinks=False)
+        self.index.put(path, replace(found, node=self.index.new_node()))
+        self.stats.entries_written += 1
+
+    def _marker_refused(self, what: str) -> ToolError:
+        return ToolError(
+            f"{what}: an overlayfs marker for the containerd snapshotter's .layers cannot be written "
+            "through a cvmfs_server transaction (its own overlay takes it as a change); publish with "
+            "cvmfs.layers = false there (see cvmfs/README.md)"
+        )
+
+    def put_whiteout(self, path: str) -> None:
+        """An overlayfs whiteout: the name a layer deletes from the layers below it."""
+        if not self.markers:
+            raise self._marker_refused(f"whiteout /{path}")
+        self._replace(path, OVERLAY_WHITEOUT)
+        if self.root is not None:
+            try:
+                os.mknod(self._disk(path), stat.S_IFCHR, os.makedev(0, 0))
+            except OSError as exc:
+                raise ToolError(f"cannot create the whiteout /{path}: {exc.strerror} (needs root)") from exc
+        self.index.put(path, Entry(OVERLAY_WHITEOUT, 0, 0, 0))
+        self.stats.entries_written += 1
+
+    def mark_opaque(self, path: str) -> None:
+        """An overlayfs opaque directory: it hides what the layers below have in it."""
+        if not self.markers:
+            raise self._marker_refused(f"opaque directory /{path}")
+        found = self.index.get(path)
+        assert found is not None and found.kind == DIR
+        if self.root is not None:
+            try:
+                os.setxattr(self._disk(path), OPAQUE_XATTR, b"y", follow_symlinks=False)
+            except OSError as exc:
+                raise ToolError(
+                    f"cannot mark /{path} opaque ({OPAQUE_XATTR}): {exc.strerror} (needs root)"
+                ) from exc
+        self.index.put(path, replace(found, opaque=True))
+
+    def _copy_up(self, path: str, entry: Entry) -> None:
+        """Give `path` an inode of its own before its metadata changes (it is shared with another tree)."""
+        full = self._disk(path)
+        mtime = os.lstat(full).st_mtime
+        with open(full, "rb") as source:
+            chunks = list(iter(lambda: source.read(CHUNK), b""))
+        self.put_file(path, Meta(entry.mode, entry.uid, entry.gid, mtime), chunks)
+
+    def finish_layer(self) -> None:
+        """Directory times last: creating their children changed them."""
+        if self.root is None:
+            return
+        for path, mtime in reversed(self._dir_times):
+            if self.index.get(path) is not None and self.index.get(path).kind == DIR:  # type: ignore[union-attr]
+                os.utime(self._disk(path), (mtime, mtime), follow_symlinks=False)
+        self._dir_times.clear()
+
+
+def _components(name: str, layer: str, what: str = "entry") -> list[str]:
+    if name.startswith("/"):
+        raise UnsafeLayer(f"layer {layer}: {what} '{name}' is an absolute name; refused")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayer(f"layer {layer}: {what} '{name}' contains '..' and would escape the tree; refused")
+    return parts
+
+
+class _Layer:
+    """One layer being applied: the paths it created (a whiteout never removes those) and its checks."""
+
+    def __init__(self, tree: Tree, name: str, layerfs: Tree | None = None) -> None:
+        self.tree = tree
+        self.name = name
+        self.created: set[str] = set()
+        self.layerfs = _LayerFs(layerfs, tree, name) if layerfs is not None else None
+
+    def parent_ok(self, parts: list[str], entry: str) -> None:
+        """Every parent must be a directory of the tree; missing ones are created (0755 root)."""
+        path = ""
+        for part in parts[:-1]:
+            path = f"{path}/{part}" if path else part
+            found = self.tree.index.get(path)
+            if found is None:
+                self.tree.put_dir(path, Meta(0o755))
+                self.created.add(path)
+            elif found.kind == SYMLINK:
+                raise UnsafeLayer(
+                    f"layer {self.name}: entry '{entry}' would be written through the symlink "
+                    f"/{path}; refused"
+                )
+            elif found.kind != DIR:
+                raise UnsafeLayer(f"layer {self.name}: entry '{entry}': parent /{path} is not a directory")
+
+    def whiteout(self, parts: list[str], entry: str) -> None:
+        self.parent_ok(parts, entry)
+        if self.layerfs is not None:
+            self.layerfs.whiteout(parts, entry)
+        parent = "/".join(parts[:-1])
+        base = parts[-1]
+        if base == OPAQUE:
+            for child in self.tree.index.list_dir(parent):
+                path = f"{parent}/{child}" if parent else child
+                if path not in self.created:
+                    self.tree.remove(path)
+        elif base.startswith(WHITEOUT + WHITEOUT):
+            return  # AUFS bookkeeping (.wh..wh.plnk and the like), never part of the image
+        else:
+            path = "/".join([*parts[:-1], base[len(WHITEOUT) :]])
+            if path not in self.created:
+                self.tree.remove(path)
+
+    def apply(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        self.tree.account(member, self.name)
+        parts = _components(member.name, self.name)
+        if not parts:
+            return  # the root itself keeps 0755 root:root
+        if parts[-1].startswith(WHITEOUT):
+            self.whiteout(parts, member.name)
+            return
+        path = "/".join(parts)
+        if member.ischr() or member.isblk() or member.isfifo():
+            kind = "FIFO" if member.isfifo() else "device node"
+            self.tree.stats.skipped.append(f"{self.name}: /{path} ({kind}, not created)")
+            return
+        self.parent_ok(parts, member.name)
+        meta = Meta(member.mode & 0o7777, member.uid, member.gid, member.mtime, _xattrs(member))
+        if member.mode & (stat.S_ISUID | stat.S_ISGID) and (member.isreg() or member.islnk()):
+            self.tree.stats.warnings.append(
+                f"/{path}: setuid/setgid kept ({oct(member.mode & 0o7777)}); CVMFS clients may strip it"
+            )
+        if member.isdir():
+            self.tree.put_dir(path, meta)
+        elif member.isreg():
+            source = archive.extractfile(member)
+            assert source is not None
+            self.tree.put_file(path, meta, iter(lambda: source.read(CHUNK), b""))
+        elif member.issym():
+            self.tree.put_symlink(path, member.linkname, meta)
+        elif member.islnk():
+            target_parts = _components(member.linkname, self.name, f"hard link '{member.name}' ->")
+            self.parent_ok([*target_parts], member.linkname)
+            target = "/".join(target_parts)
+            found = self.tree.index.get(target)
+            if found is None or found.kind not in (FILE, SYMLINK):
+                raise UnsafeLayer(
+                    f"layer {self.name}: hard link '{member.name}' -> '{member.linkname}': "
+                    "target is not a file of the tree; refused"
+                )
+            self.tree.put_hardlink(path, target, meta)
+        else:
+            self.tree.stats.skipped.append(f"{self.name}: /{path} (tar type {member.type!r}, not created)")
+            return
+        self.created.add(path)
+        if self.layerfs is not None:
+            self.layerfs.apply(member, parts, meta)
+
+
+class _LayerFs:
+    """The layer on its own (`.layers/…/layerfs`), written after the flat accepted each entry."""
+
+    def __init__(self, tree: Tree, flat: Tree, name: str) -> None:
+        self.layer = _Layer(tree, name)
+        self.flat = flat
+
+    def whiteout(self, parts: list[str], entry: str) -> None:
+        layer = self.layer
+        layer.parent_ok(parts, entry)
+        parent, base = "/".join(parts[:-1]), parts[-1]
+        if base == OPAQUE:
+            layer.tree.mark_opaque(parent)
+        elif not base.startswith(WHITEOUT + WHITEOUT):
+            path = "/".join([*parts[:-1], base[len(WHITEOUT) :]])
+            if path not in layer.created:
+                layer.tree.put_whiteout(path)
+
+    def apply(self, member: tarfile.TarInfo, parts: list[str], meta: Meta) -> None:
+        layer, path = self.layer, "/".join(parts)
+        layer.parent_ok(parts, member.name)
+        if member.isdir():
+            found = layer.tree.index.get(path)
+            layer.tree.put_dir(path, meta)
+            if found is not None and found.kind == OVERLAY_WHITEOUT:
+                layer.tree.mark_opaque(path)  # deleted, then made again: nothing of the lower one shows
+        elif member.issym():
+            layer.tree.put_symlink(path, member.linkname, meta)
+        else:
+            target = "/".join(_components(member.linkname, self.layer.name)) if member.islnk() else ""
+            found = layer.tree.index.get(target) if target else None
+            if found is not None and found.kind in (FILE, SYMLINK):
+                layer.tree.put_hardlink(path, target, meta)
+            else:  # a file, or a link to a lower layer's file: this layer holds its own copy, as overlayfs
+                layer.tree.link_from(path, self.flat, path)
+        layer.created.add(path)
+
+
+def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
+    prefix = "SCHILY.xattr."
+    return tuple(
+        (key[len(prefix) :], value.encode("utf-8", "surrogateescape"))
+        for key, value in sorted(member.pax_headers.items())
+        if key.startswith(prefix)
+    )
+
+
+class _Raw(io.RawIOBase):
+    """Any object with `read(n)` (a registry blob stream) as a raw stream a buffer can wrap."""
+
+    def __init__(self, source: Readable) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _Gunzip(io.RawIOBase):
+    """A streaming gzip reader with large reads (tarfile's own reads 10 kB at a time)."""
+
+    def __init__(self, raw: Readable) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            if self._inflate.eof:
+                rest = self._inflate.unused_data
+                if not rest:
+                    rest = self._raw.read(CHUNK)
+                if not rest:
+                    return 0
+                self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)  # a multi-member gzip
+                self._pending = self._inflate.decompress(rest)
+                continue
+            data = self._raw.read(CHUNK)
+            if not data:
+                if not self._inflate.eof:
+                    raise ToolError("layer stream ended inside its gzip data (truncated blob)")
+                return 0
+            self._pending = self._inflate.decompress(data)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def open_layer_tar(stream: Readable, layer: str) -> BinaryIO:
+    """The uncompressed tar of a layer blob: gzip'd or plain (zstd is refused with a clear reason)."""
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(_Raw(stream), CHUNK)
+    head = buffered.peek(4)[:4]
+    if head.startswith(_GZIP_MAGIC):
+        return io.BufferedReader(_Gunzip(buffered), CHUNK)
+    if head == _ZSTD_MAGIC:
+        raise ToolError(f"layer {layer} is zstd-compressed; imagekit publishes gzip and plain tar layers")
+    return buffered
+
+
+def apply_layer(tree: Tree, stream: Readable, layer: str, layerfs: Tree | None = None) -> None:
+    """Apply one layer blob (as stored in the registry) on top of `tree`, and to `layerfs` on its own."""
+    current = _Layer(tree, layer, layerfs)
+    try:
+        with tarfile.open(fileobj=open_layer_tar(stream, layer), mode="r|", bufsize=CHUNK) as archive:
+            for member in archive:
+                current.apply(member, archive)
+    except tarfile.TarError as exc:
+        raise ToolError(f"layer {layer}: not a readable tar: {exc}") from exc
+    finally:
+        tree.finish_layer()
+        if layerfs is not None:
+            layerfs.finish_layer()

@@ -1,0 +1,2 @@
+#!/bin/sh
+# Custom environment shell code should follow

@@ -1,0 +1,97 @@
+"""Compare a tree on disk with its index: every entry's type, mode, owner, size, content hash, link target.
+
+DUCC has shipped flats with missing executables (cvmfs#3407) and lost `.singularity.d` after a GC
+(cvmfs#4208); this check runs before a publication is marked complete, and on demand. A file that is
+the very inode of an already verified tree (a hard-link copy) is not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from imagekit.cvmfs.index import DIR, FILE, OPAQUE_XATTR, OVERLAY_WHITEOUT, SYMLINK, Index, entry_kind
+
+CHUNK = 1 << 20
+_KIND_NAMES = {
+    FILE: "file",
+    DIR: "directory",
+    SYMLINK: "symlink",
+    OVERLAY_WHITEOUT: "whiteout",
+    "?": "special file",
+}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while chunk := os.read(fd, CHUNK):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def compare(index: Index, root: Path, *, trusted: Path | None = None, limit: int = 20) -> list[str]:
+    """What differs between `root` and `index` (at most `limit` lines); [] when they agree."""
+    problems: list[str] = []
+    base = str(root)
+
+    def problem(text: str) -> bool:
+        problems.append(text)
+        return len(problems) >= limit
+
+    for path, want in index.items():
+        full = os.path.join(base, path) if path else base
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            if problem(f"/{path}: missing ({_KIND_NAMES[want.kind]} expected)"):
+                break
+            continue
+        kind = entry_kind(st)
+        if kind != want.kind:
+            if problem(f"/{path}: is a {_KIND_NAMES[kind]}, expected a {_KIND_NAMES[want.kind]}"):
+                break
+            continue
+        found: list[str] = []
+        if path and kind != SYMLINK and stat.S_IMODE(st.st_mode) != want.mode:
+            found.append(f"mode {oct(stat.S_IMODE(st.st_mode))}, expected {oct(want.mode)}")
+        if path and (st.st_uid, st.st_gid) != (want.uid, want.gid):
+            found.append(f"owner {st.st_uid}:{st.st_gid}, expected {want.uid}:{want.gid}")
+        if kind == SYMLINK and os.readlink(full) != want.target:
+            found.append(f"points to {os.readlink(full)!r}, expected {want.target!r}")
+        if kind == FILE:
+            if st.st_size != want.size:
+                found.append(f"size {st.st_size}, expected {want.size}")
+            elif not _same_inode(st, trusted, path) and file_sha256(full) != want.sha256:
+                found.append("content differs from the layers")
+        if kind == DIR and want.opaque and not _opaque(full):
+            found.append(f"not marked opaque ({OPAQUE_XATTR})")
+        if kind == DIR:
+            extra = sorted(set(os.listdir(full)) - index.children.get(path, set()))
+            if extra:
+                found.append(f"holds what the image does not: {', '.join(extra[:5])}")
+        if found and problem(f"/{path}: " + "; ".join(found)):
+            break
+    return problems
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _same_inode(st: os.stat_result, trusted: Path | None, path: str) -> bool:
+    if trusted is None:
+        return False
+    try:
+        other = os.lstat(os.path.join(trusted, path))
+    except OSError:
+        return False
+    return (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev)

@@ -1,0 +1,96 @@
+"""Registries a test starts itself: htpasswd auth (missing and wrong credentials), and one stopped in
+the middle of a push and restarted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bcrypt
+import pytest
+from registry_parts import OwnRegistry, run_cli, skopeo_digest
+
+from imagekit.config import Profile
+from imagekit.registry import RegistryClient, repository
+
+pytestmark = [pytest.mark.registry, pytest.mark.engine]
+SECRET = "s3cret-never-shown-4711"
+
+
+def test_credentials_missing_wrong_and_right(
+    tmp_path: Path,
+    own_registry: Callable[..., OwnRegistry],
+    profile: Profile,
+    build_image: Callable[..., str],
+    mark_scanned: Callable[..., None],
+    cli_env: dict[str, str],
+) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_bytes(b"ci:" + bcrypt.hashpw(SECRET.encode(), bcrypt.gensalt(rounds=5)) + b"\n")
+    registry = own_registry(htpasswd=htpasswd)
+    image = build_image("reg-auth", "1.0.0")
+    mark_scanned(image)
+    env = {**cli_env, "IMAGEKIT_REGISTRY_URL": registry.url}
+
+    missing = run_cli(env, "push", image)
+    assert missing.returncode == 2
+    assert "IMAGEKIT_REGISTRY_USERNAME and IMAGEKIT_REGISTRY_PASSWORD" in missing.stderr.splitlines()[-1]
+
+    wrong = run_cli(
+        {**env, "IMAGEKIT_REGISTRY_USERNAME": "ci", "IMAGEKIT_REGISTRY_PASSWORD": "nope"}, "push", image
+    )
+    assert wrong.returncode == 2 and "refused the credentials in IMAGEKIT_REGISTRY_USERNAME" in wrong.stderr
+    assert "nope" not in wrong.stdout + wrong.stderr
+
+    right_env = {**env, "IMAGEKIT_REGISTRY_USERNAME": "ci", "IMAGEKIT_REGISTRY_PASSWORD": SECRET}
+    done = run_cli(right_env, "--debug", "push", image)
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    listed = run_cli(right_env, "--debug", "releases", "reg-auth", "--json")
+    assert listed.returncode == 0 and SECRET not in listed.stdout + listed.stderr
+
+
+def test_registry_stopped_mid_push_fails_clearly_then_the_next_push_completes(
+    own_registry: Callable[..., OwnRegistry],
+    profile: Profile,
+    build_image: Callable[..., str],
+    mark_scanned: Callable[..., None],
+    cli_env: dict[str, str],
+) -> None:
+    registry = own_registry()
+    image = build_image("reg-fault", "1.0.0", payload=os.urandom(64 * 1024 * 1024))
+    mark_scanned(image)
+    env = {**cli_env, "IMAGEKIT_REGISTRY_URL": registry.url}
+    pushing = subprocess.Popen(
+        [sys.executable, "-m", "imagekit.cli", "push", image],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert pushing.stderr is not None
+    lines = []
+    for line in pushing.stderr:
+        lines.append(line)
+        if "uploading" in line:
+            time.sleep(0.2)
+            registry.stop()
+            break
+    _, rest = pushing.communicate(timeout=120)
+    assert pushing.returncode == 1, "".join(lines) + rest
+    last = rest.strip().splitlines()[-1]
+    assert f"registry {registry.url} unreachable" in last and "tries" in last
+
+    registry.start()
+    at_registry = profile.model_copy(deep=True)
+    at_registry.registry.url = registry.url
+    repo = repository(at_registry, "reg-fault")
+    with RegistryClient.from_profile(at_registry) as client:
+        assert client.manifest_digest(repo, "1.0.0") is None
+        assert all(client.manifest_digest(repo, c) is None for c in at_registry.release.channels)
+    done = run_cli(env, "push", image)
+    assert done.returncode == 0, done.stderr
+    with RegistryClient.from_profile(at_registry) as client:
+        digest = client.manifest_digest(repo, "1.0.0")
+    assert digest and skopeo_digest(f"{registry.url}/{repo}:1.0.0") == digest
