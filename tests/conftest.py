@@ -19,7 +19,7 @@ from imagekit.errors import ImagekitError
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ENGINES = ("docker", "podman", "buildah")
-_real_runs: dict[str, int] = {name: 0 for name in (*ENGINES, "registry")}
+_real_runs: dict[str, int] = {name: 0 for name in (*ENGINES, "registry", "cvmfs_server")}
 
 
 def missing_part(reason: str) -> None:
@@ -129,11 +129,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _real_runs["docker"] += 1
     if "registry" in markers:
         _real_runs["registry"] += 1
+    if "cvmfs_server" in markers:
+        _real_runs["cvmfs_server"] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     engines = ", ".join(f"{_real_runs[name]} on {name}" for name in ENGINES)
     terminalreporter.write_line(
         f"real parts: tests passed against the real engines: {engines}; "
-        f"{_real_runs['registry']} against the real registry"
+        f"{_real_runs['registry']} against the real registry; "
+        f"{_real_runs['cvmfs_server']} against a real cvmfs_server"
     )

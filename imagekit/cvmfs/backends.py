@@ -2,8 +2,9 @@
 
 Both run every change inside one transaction under imagekit's own per-repository lock (CVMFS's
 transaction flag has no owner: any process could publish or abort another's work).
-`local`: changes are staged beside the tree and switched in with atomic renames; an abort undoes the
-renames done so far, and a crashed run's staging area is removed by the next run.
+`local`: changes are staged beside the tree and switched in with atomic renames; each change is
+journalled before it is made, so an abort, or the next run after a crash (SIGKILL, power), undoes the
+changes made so far and the tree is exactly what it was.
 `cvmfs_server`: `transaction` (a template transaction `-T` to clone a flat), write in
 `/cvmfs/<repo>`, `publish`; on any failure `abort -f`, then the original error is reported.
 """
@@ -11,10 +12,12 @@ renames done so far, and a crashed run's staging area is removed by the next run
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
 import uuid
@@ -57,9 +60,9 @@ class Transaction:
     def write_file(self, rel: str, data: bytes) -> None:
         path = self.root / normalise(rel)
         self._parents(path)
-        self._keep(rel)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = self._scratch(path)
         tmp.write_bytes(data)
+        self._keep(rel)
         os.replace(tmp, path)
 
     def write_dir(self, rel: str, files: dict[str, bytes]) -> None:
@@ -69,9 +72,9 @@ class Transaction:
     def symlink(self, rel: str, target: str) -> None:
         path = self.root / normalise(rel)
         self._parents(path)
-        self._keep(rel)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = self._scratch(path)
         os.symlink(target, tmp)
+        self._keep(rel)
         os.replace(tmp, path)
 
     def remove(self, rel: str) -> None:
@@ -80,6 +83,10 @@ class Transaction:
     def copy_tree(self, source: Path, rel: str) -> None:
         """A hard-link copy of `source` at `rel`."""
         raise NotImplementedError
+
+    def _scratch(self, path: Path) -> Path:
+        """Where a file is written before it is renamed to `path` (same file system)."""
+        return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
 
     def _keep(self, rel: str) -> None:
         """Remember what `rel` was, for an abort (the local backend; CVMFS keeps its own)."""
@@ -155,12 +162,28 @@ class Backend:
 # --- local ---------------------------------------------------------------------------------------------
 
 
+JOURNAL = "journal"
+
+
 class _LocalTransaction(Transaction):
+    """Every change to the tree is first appended to the staging area's journal as the step that
+    undoes it; each undo step is harmless when its change was never made, so a journal replayed after
+    a crash at any point (`undo_journal`) puts the tree back exactly."""
+
     def __init__(self, root: Path, staging: Path) -> None:
         super().__init__(root)
         self.staging = staging
-        self._undo: list[Callable[[], None]] = []
+        self._undo: list[tuple[str, str, str]] = []
         self._saved = 0
+
+    def _will(self, step: str, path: Path, other: Path | None = None) -> None:
+        entry = (step, str(path), str(other or ""))
+        self._undo.append(entry)
+        with (self.staging / JOURNAL).open("a", encoding="utf-8") as journal:
+            journal.write(json.dumps(entry) + "\n")
+
+    def _scratch(self, path: Path) -> Path:
+        return self.staging / f"new-{uuid.uuid4().hex[:8]}"
 
     def _keep(self, rel: str) -> None:
         path = self.root / normalise(rel)
@@ -171,9 +194,9 @@ class _LocalTransaction(Transaction):
                 shutil.copytree(path, backup, symlinks=True)
             else:
                 shutil.copy2(path, backup, follow_symlinks=False)
-            self._undo.append(lambda: _put_back(backup, path))
+            self._will("put_back", backup, path)
         else:
-            self._undo.append(lambda: _drop(path))
+            self._will("drop", path)
 
     def _work(self, rel: str) -> Path:
         return self.staging / ("tree-" + normalise(rel).replace("/", "_"))
@@ -186,8 +209,8 @@ class _LocalTransaction(Transaction):
             missing.append(parent)
             parent = parent.parent
         for directory in reversed(missing):
+            self._will("rmdir", directory)
             directory.mkdir()
-            self._undo.append(directory.rmdir)
 
     def new_tree(self, rel: str, template: str | None) -> Path:
         work = self._work(rel)
@@ -202,18 +225,18 @@ class _LocalTransaction(Transaction):
         built = self.staging / f"copy-{len(self._undo)}"
         _link_copy(source, built)
         self._parents(final)
+        self._will("drop", final)
         os.rename(built, final)
-        self._undo.append(lambda: shutil.rmtree(final))
 
     def place_tree(self, rel: str) -> None:
         final, work = self.root / normalise(rel), self._work(rel)
         self._parents(final)
         if final.exists():
             old = self.staging / f"old-{len(self._undo)}"
+            self._will("rename", old, final)
             os.rename(final, old)
-            self._undo.append(lambda: os.rename(old, final))
+        self._will("rename", final, work)
         os.rename(work, final)
-        self._undo.append(lambda: os.rename(final, work))
 
     def write_dir(self, rel: str, files: dict[str, bytes]) -> None:
         final = self.root / normalise(rel)
@@ -225,35 +248,92 @@ class _LocalTransaction(Transaction):
         self._parents(final)
         if final.exists():
             old = self.staging / f"old-{len(self._undo)}"
+            self._will("rename", old, final)
             os.rename(final, old)
-            self._undo.append(lambda: os.rename(old, final))
+        self._will("drop", final)
         os.rename(built, final)
-        self._undo.append(lambda: shutil.rmtree(final))
 
     def remove(self, rel: str) -> None:
         path = self.root / normalise(rel)
         if not os.path.lexists(path):
             return
         trash = self.staging / f"removed-{len(self._undo)}"
+        self._will("rename", trash, path)
         os.rename(path, trash)
-        self._undo.append(lambda: os.rename(trash, path))
 
     def abort(self) -> None:
         for step in reversed(self._undo):
-            step()
+            _undo_step(*step)
         self._undo.clear()
+
+    def commit(self) -> None:
+        """The point of no return: without its journal, the staging area is only leftovers."""
+        (self.staging / JOURNAL).unlink()
+
+
+def undo_journal(staging: Path) -> bool:
+    """Undo, newest first, the changes a crashed transaction journalled; False if it had none."""
+    try:
+        lines = (staging / JOURNAL).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return False
+    steps = []
+    for line in lines:
+        try:
+            step, path, other = json.loads(line)
+        except ValueError:
+            break  # torn by the crash: its change was never made
+        steps.append((str(step), str(path), str(other)))
+    for step in reversed(steps):
+        _undo_step(*step)
+    return True
+
+
+def _undo_step(step: str, path: str, other: str) -> None:
+    """One undo step; a no-op when its change was not made (or was undone already)."""
+    if step == "put_back":  # `path` is the saved copy of `other`
+        if os.path.lexists(path):
+            _put_back(Path(path), Path(other))
+    elif step == "drop":
+        _drop(Path(path))
+    elif step == "rmdir":
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(path)
+    elif step == "rename":
+        if os.path.lexists(path):
+            os.rename(path, other)
 
 
 def _link_copy(source: Path, target: Path) -> None:
-    """cp -a --link: directories copied with their metadata, files as hard links, symlinks as they are."""
-    copied = subprocess.run(
-        ["cp", "-a", "--link", "--no-target-directory", str(source), str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if copied.returncode != 0:
-        raise ToolError(f"hard-link copy of {source} failed: {copied.stderr.strip()}")
+    """What `cp -a --link` makes: directories copied with their metadata and xattrs, every other entry a
+    hard link (symlinks too), nothing followed. In one process: ~10,000 links take a fraction of the
+    time of cp's fork and per-entry checks, and they are what a code-only version waits for."""
+    try:
+        os.mkdir(target, 0o700)
+        made = [(str(source), str(target))]
+        for src, dst in made:  # grows as it goes: breadth first
+            with os.scandir(src) as entries:
+                for entry in entries:
+                    new = os.path.join(dst, entry.name)
+                    if entry.is_dir(follow_symlinks=False):
+                        os.mkdir(new, 0o700)
+                        made.append((entry.path, new))
+                    else:
+                        os.link(entry.path, new, follow_symlinks=False)
+        for src, dst in reversed(made):  # a directory's times last: creating its children changed them
+            st = os.lstat(src)
+            for name in os.listxattr(src, follow_symlinks=False):
+                with contextlib.suppress(OSError):  # one this filesystem refuses is left out, as cp -a does
+                    os.setxattr(
+                        dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False
+                    )
+            os.lchown(dst, st.st_uid, st.st_gid)
+            os.chmod(dst, stat.S_IMODE(st.st_mode))  # after chown, which clears setuid/setgid
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ToolError(f"hard-link copy of {source} failed: {exc}") from exc
 
 
 def _put_back(backup: Path, path: Path) -> None:
@@ -286,6 +366,9 @@ class LocalBackend(Backend):
         staging = self._state / "staging"
         if staging.is_dir():
             for leftover in sorted(staging.iterdir()):
+                if undo_journal(leftover):
+                    log(f"an interrupted run changed {self.root}: its changes were undone")
+                    (leftover / JOURNAL).unlink()
                 log(f"removing what an interrupted run left: {leftover}")
                 shutil.rmtree(leftover)
 
@@ -299,6 +382,7 @@ class LocalBackend(Backend):
             number = (self.revision() or Revision(0, "")).number + 1
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             txn.write_file(f"{STATE}/revision.json", json.dumps({"revision": number, "time": stamp}).encode())
+            txn.commit()
         except BaseException:
             txn.abort()
             raise
@@ -306,8 +390,12 @@ class LocalBackend(Backend):
             shutil.rmtree(staging, ignore_errors=True)
 
     def revision(self) -> Revision | None:
+        """The tree's revision; 0 before its first publication, None when the counter is unreadable."""
+        counter = self._state / "revision.json"
+        if not counter.exists():
+            return Revision(0, "")
         try:
-            data = json.loads((self._state / "revision.json").read_text(encoding="utf-8"))
+            data = json.loads(counter.read_text(encoding="utf-8"))
             return Revision(int(data["revision"]), str(data["time"]))
         except (OSError, ValueError, KeyError):
             return None
@@ -395,6 +483,12 @@ class CvmfsServerBackend(Backend):
     def transaction(self, log: Log, template: tuple[str, str] | None = None) -> Iterator[_ServerTransaction]:
         args = ["transaction"]
         if template:
+            destination = self.root / normalise(template[1])
+            if not destination.parent.is_dir():
+                # `-T` clones only under an existing parent (upstream's CloneTree refuses with exit 22):
+                # a new bucket is made and published first, in a transaction of its own.
+                with self.transaction(log) as bucket:
+                    bucket._parents(destination)
             args += ["-T", f"/{normalise(template[0])}=/{normalise(template[1])}"]
         opened = self.run(*args, self.repository)
         if opened.returncode == ALREADY_OPEN:
