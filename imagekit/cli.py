@@ -221,9 +221,12 @@ def validate_command(
         if error is None:
             out.print(f"ok {path}", highlight=False)
         else:
-            for line in error.lines():
+            # one manifest: its own summary (FILE:LINE:COL of the first problem) is the last line
+            for line in error.lines()[:-1] if len(results) == 1 else error.lines():
                 err.print(line, highlight=False, markup=False)
     if failures:
+        if len(results) == 1:
+            raise InputError(failures[0][1].lines()[-1])
         raise InputError(f"{len(failures)} of {len(results)} manifests invalid")
 
 
@@ -500,15 +503,16 @@ def rollback_command(
 
 def _print_move(moved: Any) -> None:
     result = moved.registry
+    # a git-<sha> not (yet) tagged as the version its label says: both names, never only the label
+    details = [f"labelled {result.label}"] if result.label and result.label != result.version else []
+    details += [result.digest] if result.digest != result.version else []
+    target = f"{result.version} ({'; '.join(details)})" if details else result.version
     if result.move is None:
-        out.print(
-            f"registry: {result.channel} already points to {result.version} ({result.digest}): nothing moved",
-            highlight=False,
-        )
+        out.print(f"registry: {result.channel} already points to {target}: nothing moved", highlight=False)
     else:
         out.print(
-            f"registry: {result.channel}: {result.move.previous_version or '(none)'} -> {result.version} "
-            f"({result.digest}) in {result.seconds:.2f} s; scan '{result.scan.describe()}'; "
+            f"registry: {result.channel}: {result.move.previous_version or '(none)'} -> {target} "
+            f"in {result.seconds:.2f} s; scan '{result.scan.describe()}'; "
             f"history entry {result.move.id}",
             highlight=False,
         )
@@ -685,8 +689,10 @@ def status_command(
             flag = (
                 "[red]" + escape("; ".join(row.problems)) + "[/red]" if row.problems else "[green]ok[/green]"
             )
+            db = row.vulnerability_db
+            scan = f"{row.scan}; vulnerability DB {db}" if db else row.scan
             table.add_row(
-                row.processor, row.channel, row.version, row.digest[:19], row.since[:19], row.scan, tree, flag
+                row.processor, row.channel, row.version, row.digest[:19], row.since[:19], scan, tree, flag
             )
         out.print(table)
     flagged = [row for row in rows if row.problems]

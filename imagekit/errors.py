@@ -69,11 +69,12 @@ class ManifestError(InputError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        count = len(problems)
-        super().__init__(
-            "\n".join(str(p) for p in problems)
-            + f"\n{count} problem{'s' if count != 1 else ''} in {problems[0].file}"
-        )
+        count, first = len(problems), problems[0]
+        # the last line (what CI shows, what an editor jumps to) names where the first problem is
+        summary = f"{first.file}:{first.line}:{first.column}: {count} problem{'s' if count != 1 else ''}"
+        field = first.field if first.field.isprintable() else repr(first.field)  # a key may hold '\r'
+        summary += f" in this manifest (first: {field})" if field else " in this manifest"
+        super().__init__("\n".join(str(p) for p in problems) + "\n" + summary)
 
     def lines(self) -> list[str]:
         return self.message.splitlines()

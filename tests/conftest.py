@@ -8,6 +8,7 @@ elsewhere they are skipped with the reason and the command that gets the part.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,34 +71,60 @@ def _dangling(docker: str) -> set[str]:
     return set(listed.stdout.split())
 
 
-# engine binary -> the dangling images it had before this session's first build on it
-_dangling_before: dict[str, set[str]] = {}
+# engine binaries whose stage images the session's builds may have left dangling
+_engines_used: set[str] = set()
+# each build step ends with its image's short id: " ---> 1a2b3c4d5e6f" (docker), "--> 1a2b3c4d5e6" (podman)
+_STEP_IMAGE = re.compile(r"^\s*-{2,3}> ([0-9a-f]{11,12})\b", re.MULTILINE)
 
 
 @pytest.fixture
-def image_cleanup() -> Iterator[Callable[[str], list[str]]]:
+def image_cleanup(request: pytest.FixtureRequest) -> Iterator[Callable[[str], list[str]]]:
     """`image_cleanup(binary)` gives a list: its tags are removed after the test; the stage images that
-    builds leave dangling on that engine (docker or podman) are removed when the session ends.
-
-    Dangling images are removed once, at the end, not after each test: an engine shared with another run
-    (a developer's, a bench) has that run's in-progress intermediate images dangling for a moment, and
-    removing them mid-build breaks it ("unknown parent image ID")."""
+    this session's builds left dangling on that engine (docker or podman) are removed when it ends."""
     tracked: dict[str, list[str]] = {}
 
     def track(binary: str) -> list[str]:
-        if binary not in _dangling_before:
-            _dangling_before[binary] = _dangling(binary)
+        _engines_used.add(binary)
         return tracked.setdefault(binary, [])
 
     yield track
+    _own_images.update(_step_images(request.config))
     for binary, tags in tracked.items():
         if tags:
             subprocess.run([binary, "image", "rm", "--force", *tags], capture_output=True, check=False)
 
 
+# short ids of the step images this session's builds made, gathered after each test (a later build of
+# the same processor rewrites its build.log)
+_own_images: set[str] = set()
+
+
+def _step_images(config: pytest.Config) -> set[str]:
+    """The step images named in the build logs under the session's temporary directory, where every
+    build of a test runs."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    found: set[str] = set()
+    for log in base.rglob("*.log"):
+        try:
+            found.update(_STEP_IMAGE.findall(log.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    for binary, before in _dangling_before.items():
-        leftovers = _dangling(binary) - before
+    """Remove the dangling stage images of this session's own builds, and no other: an engine shared
+    with another run (a developer's build, a bench) has that run's intermediate images dangling for a
+    moment, and removing them mid-build breaks it ("unknown parent image ID")."""
+    if not _engines_used:
+        return
+    own = _own_images | _step_images(session.config)
+    for binary in _engines_used:
+        leftovers = [
+            image
+            for image in _dangling(binary)
+            if {image.removeprefix("sha256:")[:12], image.removeprefix("sha256:")[:11]} & own
+        ]
         if leftovers:
             subprocess.run([binary, "image", "rm", "--force", *leftovers], capture_output=True, check=False)
 

@@ -299,9 +299,8 @@ def _undo_step(step: str, path: str, other: str) -> None:
     elif step == "rmdir":
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(path)
-    elif step == "rename":
-        if os.path.lexists(path):
-            os.rename(path, other)
+    elif step == "rename" and os.path.lexists(path):
+        os.rename(path, other)
 
 
 def _link_copy(source: Path, target: Path) -> None:
@@ -478,19 +477,51 @@ class CvmfsServerBackend(Backend):
         if (self.spool / "in_transaction.lock").exists():
             log(f"{self.repository} has an open transaction (an interrupted run?): aborting it first")
             self._abort(log)
+        self._drop_new_parent(log)
+
+    @property
+    def _new_parent_note(self) -> Path:
+        return self.spool / "imagekit.new-parent"
+
+    def _new_parent(self, destination: Path, log: Log) -> None:
+        """`transaction -T` clones only under an existing parent (upstream's CloneTree refuses with exit
+        22): a new parent (a `.flat/<xx>` bucket) is published first, and noted in the spool until the
+        clone is published, so that a failed or interrupted run removes it again."""
+        self._new_parent_note.write_text(str(destination.parent), encoding="utf-8")
+        with self._transaction(log, ()) as txn:
+            txn._parents(destination)
+
+    def _drop_new_parent(self, log: Log) -> None:
+        try:
+            parent = Path(self._new_parent_note.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        if parent.is_dir() and not any(parent.iterdir()):
+            log(f"removing {parent}, made for a clone that was never published")
+            with self._transaction(log, ()) as txn:
+                txn.remove(str(parent.relative_to(self.root)))
+        self._new_parent_note.unlink()
 
     @contextlib.contextmanager
     def transaction(self, log: Log, template: tuple[str, str] | None = None) -> Iterator[_ServerTransaction]:
-        args = ["transaction"]
-        if template:
-            destination = self.root / normalise(template[1])
-            if not destination.parent.is_dir():
-                # `-T` clones only under an existing parent (upstream's CloneTree refuses with exit 22):
-                # a new bucket is made and published first, in a transaction of its own.
-                with self.transaction(log) as bucket:
-                    bucket._parents(destination)
-            args += ["-T", f"/{normalise(template[0])}=/{normalise(template[1])}"]
-        opened = self.run(*args, self.repository)
+        if template is None:
+            with self._transaction(log, ()) as txn:
+                yield txn
+            return
+        source, destination = normalise(template[0]), normalise(template[1])
+        if not (self.root / destination).parent.is_dir():
+            self._new_parent(self.root / destination, log)
+        try:
+            with self._transaction(log, ("-T", f"/{source}=/{destination}")) as txn:
+                yield txn
+        except BaseException:
+            self._drop_new_parent(log)
+            raise
+        self._new_parent_note.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _transaction(self, log: Log, options: tuple[str, ...]) -> Iterator[_ServerTransaction]:
+        opened = self.run("transaction", *options, self.repository)
         if opened.returncode == ALREADY_OPEN:
             raise ToolError(
                 f"cvmfs_server transaction {self.repository}: another transaction is open "

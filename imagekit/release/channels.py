@@ -8,6 +8,7 @@ to CVMFS moves the registry alone, and the result says so.
 from __future__ import annotations
 
 import copy
+import fcntl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,21 @@ def rollback(
 
 
 def _move(profile: Profile, name: str, ref: str, channel: str, action: str, log: Log) -> ChannelMove:
+    """One channel move of a processor at a time: the registry has no compare-and-swap, so two moves
+    at once could leave the tree at one version and the registry at the other, and a history entry
+    naming a stale `previous`. Under the lock each reads and moves both sides in turn."""
+    lock = profile.data_dir / "locks" / f"{profile.registry.project}+{name}.channels"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another promote or rollback of {name} to finish (lock {lock})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        return _move_locked(profile, name, ref, channel, action, log)
+
+
+def _move_locked(profile: Profile, name: str, ref: str, channel: str, action: str, log: Log) -> ChannelMove:
     target = registry.resolve(profile, name, ref, channel)  # the gate: nothing has moved yet
     repository = registry.repository(profile, name)
     publication = cvmfs.published(profile, repository, target.version)

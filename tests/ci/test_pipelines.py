@@ -1,19 +1,20 @@
 """Generated pipelines run end to end by gitlab-ci-local (shell executor, the central template included
-with `include: local`), in a git repository with a real history, against the real engine.
+with `include: local`), in a git repository with a real history, against the real engine and registry.
 
 gitlab-ci-local does not set CI_COMMIT_TAG from git nor know merge requests: the tests pass what GitLab
 would set with --variable, and unset CI_COMMIT_BRANCH where GitLab has none. It evaluates `changes:`
 against origin/<default branch>, so the first commit is pushed to a local bare origin and the second is
-not. Every job runs: validate, build, test, scan, push and promote on the default branch; release (a
-re-tag of the scanned digest) and publish to a CVMFS tree of the test's own on a tag. The scan reads
-images from Docker, so these pipelines build with docker; the layer-reuse test builds with buildah
-(validate, build, test), each pipeline on a buildah storage of its own, as a fresh runner has.
+not. Every job runs as the template says, on buildah (its default) with the registry layer cache:
+validate, build, test, scan, push and promote on the default branch; release (a re-tag of the scanned
+digest) and publish to a CVMFS tree of the test's own on a tag. Each pipeline runs on a buildah storage
+of its own that starts empty, as a fresh CI runner's does, and is deleted afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,16 +62,61 @@ class Run:
     code: int
     output: str
     logs: str
-    """Every raw job log gitlab-ci-local wrote, concatenated: what a secret must never be in."""
+    """Every raw job log gitlab-ci-local wrote in this run, concatenated: what a secret must never be in."""
+
+
+@dataclass
+class Runner:
+    """A buildah storage of the test's own: empty at first, as a fresh CI runner's is."""
+
+    root: Path
+    buildah: list[str]
+
+    @classmethod
+    def fresh(cls, root: Path, profile: Profile) -> Runner:
+        root.mkdir(parents=True)
+        driver = profile.engine.storage_driver
+        (root / "storage.conf").write_text(
+            f'[storage]\ndriver = "{driver}"\ngraphroot = "{root / "root"}"\nrunroot = "{root / "run"}"\n'
+        )
+        return cls(root, [profile.engine.buildah, "--storage-driver", driver])
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CONTAINERS_STORAGE_CONF": str(self.root / "storage.conf")}
+
+    def _buildah(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.buildah, *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def diff_ids(self, reference: str) -> list[str] | None:
+        """The image's layers (diff ids), None when the runner has no such image."""
+        found = self._buildah("inspect", "--type", "image", reference)
+        return (
+            list(json.loads(found.stdout)["OCIv1"]["rootfs"]["diff_ids"]) if found.returncode == 0 else None
+        )
+
+    def discard(self) -> None:
+        self._buildah("rm", "--all")
+        self._buildah("rmi", "--all", "--force")
+        overlay = self.root / "root" / "overlay"
+        if overlay.is_dir():
+            subprocess.run(["umount", str(overlay)], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
 class Repo:
     path: Path
     gitlab_ci_local: Path
-    docker: str
+    runner: Runner
     site: dict[str, str]
-    """The site's CI variables: this test's registry project, CVMFS tree, engine."""
+    """The site's CI variables: this test's registry project and CVMFS tree."""
 
     def git(self, *args: str) -> str:
         result = subprocess.run(
@@ -116,7 +162,6 @@ class Repo:
         *jobs: str,
         variables: dict[str, str] | None = None,
         unset: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
     ) -> Run:
         site = {
             "IMAGEKIT_SCAN_VULNERABILITY_DB": "when-available",
@@ -124,13 +169,14 @@ class Repo:
             "IMAGEKIT_REGISTRY_PASSWORD": SECRET,
             **self.site,
         }
+        shutil.rmtree(self.path / ".gitlab-ci-local" / "output", ignore_errors=True)  # this run's logs only
         result = subprocess.run(
             self._command(*jobs, variables={**site, **(variables or {})}, unset=unset),
             cwd=self.path,
             capture_output=True,
             text=True,
             check=False,
-            env={**self.env(), **(env or {})},
+            env=self.env(),
             timeout=1500,
         )
         logs = "".join(
@@ -139,7 +185,7 @@ class Repo:
         return Run(result.returncode, result.stdout + result.stderr, logs)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "COLUMNS": "250", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+        return {**os.environ, **self.runner.env, "COLUMNS": "250", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
 
     def add_processor(self, name: str, manifest: str = MANIFEST) -> None:
         directory = self.path / "processors" / name
@@ -165,8 +211,11 @@ class Repo:
         )
 
     def image_exists(self, reference: str) -> bool:
-        found = subprocess.run([self.docker, "image", "inspect", reference], capture_output=True, check=False)
-        return found.returncode == 0
+        return self.runner.diff_ids(reference) is not None
+
+    def job_log(self, job: str) -> str:
+        """The raw log gitlab-ci-local wrote for the last run of `job`."""
+        return (self.path / ".gitlab-ci-local" / "output" / f"{job}.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="session")
@@ -182,8 +231,6 @@ def gitlab_ci_local(site_profile: Profile, local_env: dict[str, object]) -> Path
 def site(site_profile: Profile, test_project: str, tmp_path: Path) -> dict[str, str]:
     """The CI variables a site sets, with this test's own registry project and CVMFS tree."""
     return {
-        "IMAGEKIT_ENGINE_NAME": "docker",
-        "IMAGEKIT_ENGINE_REGISTRY_CACHE": "false",
         "IMAGEKIT_REGISTRY_URL": site_profile.registry.url,
         "IMAGEKIT_REGISTRY_PROJECT": test_project,
         "IMAGEKIT_CVMFS_BACKEND": "local",
@@ -200,23 +247,20 @@ def make_repo(
     gitlab_ci_local: Path,
     site_profile: Profile,
     site: dict[str, str],
-    image_cleanup: Callable[[str], list[str]],
 ) -> Iterator[MakeRepo]:
     """`make_repo(processors)`: a repository whose first commit (the processors and the generated
-    pipeline) is on origin/main; returns it and the processors' unique names."""
-    docker = site_profile.engine.docker
-    tags = image_cleanup(docker)
+    pipeline) is on origin/main, run on a fresh runner; returns it and the processors' unique names."""
+    runner = Runner.fresh(tmp_path / "runner", site_profile)
 
     def make(processors: list[str], manifest: str = MANIFEST) -> tuple[Repo, list[str]]:
         origin = tmp_path / "origin.git"
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
         path = tmp_path / "repo"
         subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-        repo = Repo(path, gitlab_ci_local, docker, site)
+        repo = Repo(path, gitlab_ci_local, runner, site)
         names = [f"{kind}-{uuid.uuid4().hex[:6]}" for kind in processors]
         for name in names:
             repo.add_processor(name, manifest)
-            tags.extend(f"{name}:{tag}" for tag in ("1.0.0", "git-placeholder"))
         repo.render("processors" if len(names) > 1 else f"processors/{names[0]}")
         (path / ".gitignore").write_text(".gitlab-ci-local/\nimagekit-scans/\n.imagekit/\n")
         repo.git("add", "-A")
@@ -227,16 +271,10 @@ def make_repo(
         repo.git("remote", "set-head", "origin", "main")
         return repo, names
 
-    yield make
-    # the git-<sha> tags are only known after the commits: remove every tag of the test's processors
-    listed = subprocess.run(
-        [docker, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    names = {tag.split(":")[0] for tag in tags}
-    tags[:] = [ref for ref in listed.stdout.split() if ref.split(":")[0] in names]
+    try:
+        yield make
+    finally:
+        runner.discard()
 
 
 MR = {"CI_PIPELINE_SOURCE": "merge_request_event"}
@@ -244,6 +282,7 @@ MR = {"CI_PIPELINE_SOURCE": "merge_request_event"}
 
 @pytest.mark.slow
 @pytest.mark.engine
+@pytest.mark.buildah
 def test_merge_request_pipeline_validates_builds_tests_and_scans(
     make_repo: MakeRepo,
 ) -> None:
@@ -277,6 +316,7 @@ def _registry(site: dict[str, str]) -> RegistryClient:
 
 @pytest.mark.slow
 @pytest.mark.engine
+@pytest.mark.buildah
 def test_branch_pipeline_pushes_and_promotes_then_the_tag_pipeline_releases_that_digest_to_cvmfs(
     make_repo: MakeRepo, site: dict[str, str], tmp_path: Path
 ) -> None:
@@ -302,11 +342,9 @@ def test_branch_pipeline_pushes_and_promotes_then_the_tag_pipeline_releases_that
         assert registry.manifest_digest(repo_name, "dev") == scanned, "promoted to the first channel"
         assert registry.manifest_digest(repo_name, "1.0.0") is None, "the branch pushes git-<sha> only"
         assert read_scan(registry, repo_name, scanned).status == "passed, vulnerabilities not checked"
-    local_layers = subprocess.run(
-        [repo.docker, "image", "inspect", "--format", "{{json .RootFS.Layers}}", f"{name}:git-{short}"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert json.loads(local_layers) == pushed_layers, "the image the branch built and scanned"
+    assert repo.runner.diff_ids(f"{name}:git-{short}") == pushed_layers, (
+        "the image the branch built and scanned"
+    )
 
     repo.git("tag", "v1.0.0")
     tag = {"CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_REF_NAME": "v1.0.0"}
@@ -318,7 +356,8 @@ def test_branch_pipeline_pushes_and_promotes_then_the_tag_pipeline_releases_that
     released = repo.run(variables=tag, unset=("CI_COMMIT_BRANCH",))
     assert released.code == 0, released.output[-3000:]
     assert f"is now git-{short} ({scanned}): nothing built or uploaded" in released.output
-    assert "STEP" not in released.logs, "no build ran in the tag pipeline"
+    logged = {log.stem for log in (repo.path / ".gitlab-ci-local" / "output").glob("*.log")}
+    assert logged == release_jobs and "STEP" not in released.logs, "no build ran in the tag pipeline"
     with _registry(site) as registry:
         assert registry.manifest_digest(repo_name, "1.0.0") == scanned
     pulled = subprocess.run(
@@ -349,6 +388,7 @@ def test_branch_pipeline_pushes_and_promotes_then_the_tag_pipeline_releases_that
 
 @pytest.mark.slow
 @pytest.mark.engine
+@pytest.mark.buildah
 def test_several_processors_build_only_the_one_that_changed(
     make_repo: MakeRepo,
 ) -> None:
@@ -372,78 +412,65 @@ def test_several_processors_build_only_the_one_that_changed(
 
 
 REUSE_MANIFEST = MANIFEST.replace("app:\n", "system_packages:\n  runtime: [bzip2]\napp:\n")
+_STEP = re.compile(r"^(?:\[\d+/\d+\] )?STEP \d+/\d+: (.*)$")
+_UPLOAD = re.compile(r"uploading sha256:[0-9a-f]+ \((\d+) bytes\)")
 
 
-def _steps(build_log: str) -> list[tuple[str, str]]:
-    """(instruction, "cache" | "built") per buildah step that makes a layer: reused from the cache, or run."""
+def _layer_steps(build_log: str) -> list[tuple[str, str]]:
+    """(instruction, "cache" | "built") per buildah step that makes a layer (RUN, COPY, ADD): taken from
+    the cache, or run and its result pushed to the cache."""
     steps: list[tuple[str, str]] = []
     for line in build_log.splitlines():
-        if line.startswith("STEP "):
-            steps.append((line.split(": ", 1)[-1], "pending"))
+        if step := _STEP.match(line):
+            steps.append((step.group(1), "pending"))
         elif steps and line.startswith("--> Using cache"):
             steps[-1] = (steps[-1][0], "cache")
         elif steps and line.startswith("--> Pushing cache"):
             steps[-1] = (steps[-1][0], "built")
-    return [step for step in steps if step[1] != "pending"]
+    return [step for step in steps if step[0].split()[0] in {"RUN", "COPY", "ADD"} and step[1] != "pending"]
 
 
 @pytest.mark.slow
 @pytest.mark.engine
+@pytest.mark.buildah
 def test_a_code_only_commit_on_a_fresh_runner_rebuilds_and_pushes_only_the_app_layer(
     make_repo: MakeRepo, site: dict[str, str], site_profile: Profile, tmp_path: Path
 ) -> None:
-    site.update(IMAGEKIT_ENGINE_NAME="buildah", IMAGEKIT_ENGINE_REGISTRY_CACHE="true")
     repo, (name,) = make_repo(["reuse"], REUSE_MANIFEST)
-    cache = f"{site['IMAGEKIT_REGISTRY_PROJECT']}/{name}/cache"
+    branch_jobs = ("validate", "build", "test", "scan", "push")
 
-    def fresh_runner(label: str) -> tuple[Run, str]:
-        """validate, build, test on a buildah storage that starts empty and is gone afterwards."""
-        storage = tmp_path / f"runner-{label}"
-        conf = storage / "storage.conf"
-        storage.mkdir()
-        conf.write_text(
-            f'[storage]\ndriver = "{site_profile.engine.storage_driver}"\n'
-            f'graphroot = "{storage / "root"}"\nrunroot = "{storage / "run"}"\n'
-        )
-        env = {"CONTAINERS_STORAGE_CONF": str(conf)}
+    def fresh_runner(label: str) -> tuple[Run, str, list[int]]:
+        """The default branch's jobs up to push on a runner whose storage starts empty and is deleted
+        afterwards: the run, the build log and the sizes of the blobs `imagekit push` uploaded."""
+        used, repo.runner = repo.runner, Runner.fresh(tmp_path / f"runner-{label}", site_profile)
         try:
-            run = repo.run("validate", "build", "test", env=env)
+            run = repo.run(*branch_jobs)
+            assert run.code == 0, run.output[-3000:]
             logs = [log.read_text() for log in repo.path.rglob(f"processors/{name}/.imagekit/build.log")]
+            assert len(logs) == 1, "one build log"
+            uploads = [int(size) for size in _UPLOAD.findall(repo.job_log("push"))]
         finally:
-            buildah = [site_profile.engine.buildah, "--storage-driver", site_profile.engine.storage_driver]
-            for args in (["rm", "--all"], ["rmi", "--all", "--force"]):
-                subprocess.run([*buildah, *args], env={**os.environ, **env}, capture_output=True, check=False)
-            shutil.rmtree(storage, ignore_errors=True)
-        assert run.code == 0, run.output[-3000:]
-        assert len(logs) == 1, "one build log"
-        return run, logs[0]
-
-    def cached_blobs() -> dict[str, int]:
-        with _registry(site) as registry:
-            return {
-                layer["digest"]: int(layer["size"])
-                for tag in registry.tags(cache)
-                for layer in registry.manifest(cache, tag).json()["layers"]
-            }
+            repo.runner.discard()
+            repo.runner = used
+        return run, logs[0], uploads
 
     repo.change(name, "a first change on main")
-    _, first_log = fresh_runner("first")
-    first = _steps(first_log)
+    _, first_log, first_uploads = fresh_runner("first")
+    first = _layer_steps(first_log)
     assert first and all(state == "built" for _, state in first), first_log[-2000:]
-    before = cached_blobs()
+    apt_layer = max(first_uploads)
     repo.change(name, "a code-only change")
-    second_run, second_log = fresh_runner("second")
-    second = _steps(second_log)
+    second_run, second_log, second_uploads = fresh_runner("second")
+    second = _layer_steps(second_log)
     assert [step for step, _ in second] == [step for step, _ in first], "the same steps"
     rebuilt = [step for step, state in second if state == "built"]
-    assert rebuilt and all(step.startswith("COPY bin/") for step in rebuilt), second
+    assert rebuilt == [step for step, _ in second if step.startswith("COPY bin/")], second
     assert any(step.startswith("RUN apt-get") and state == "cache" for step, state in second), second
-    new = {digest: size for digest, size in cached_blobs().items() if digest not in before}
-    apt_layer = max(before.values())
     print(
-        f"layer reuse: {len(rebuilt)} of {len(second)} steps rebuilt, {len(new)} new blobs "
-        f"({sum(new.values())} bytes) pushed to {cache}; largest reused layer {apt_layer} bytes"
+        f"layer reuse: {len(rebuilt)} of {len(second)} layers rebuilt; imagekit push uploaded "
+        f"{len(second_uploads)} blobs ({sum(second_uploads)} bytes) against {len(first_uploads)} "
+        f"({sum(first_uploads)} bytes) on the first runner; largest layer {apt_layer} bytes"
     )
-    assert len(new) == len(rebuilt), "only the rebuilt layers were pushed"
-    assert sum(new.values()) < apt_layer / 10, "the system-package layer was not pushed again"
+    assert len(second_uploads) == 2, "the app layer and the image config, nothing else"
+    assert sum(second_uploads) < apt_layer / 10, "the system-package layer was not pushed again"
     assert "PASS hello: ok" in second_run.output

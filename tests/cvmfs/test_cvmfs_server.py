@@ -1,19 +1,33 @@
-"""The cvmfs_server backend's command sequences and exit-code handling.
+"""The cvmfs_server backend's command sequences and exit-code handling, on the stand-in and on a real
+`cvmfs_server`.
 
-Against the stand-in in standin/ (the observed behaviour of a real Stratum 0); the tree is written and
-checked for real on disk. Running the same sequences against a real `cvmfs_server` is not wired yet.
+`standin`: standin/cvmfs_server, the behaviour observed on a real Stratum 0 (CVMFS 2.11.5 and 2.12); the
+tree is written and checked for real on disk. `real`: the cvmfs_server on PATH (or
+IMAGEKIT_CVMFS_SERVER_BINARY) with a repository of the test's own, made by `cvmfs_server mkfs` as
+`imagekit dev up` makes it and removed by `rmfs` afterwards; skipped with one line where none is
+installed, also under CI (Debian has no cvmfs-server package and CERN's repository cannot be reached from
+these machines). Both are called through a shim that logs each call, so the same sequences are asserted
+on both.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from imagekit import cvmfs
 from imagekit.config import Profile
+from imagekit.cvmfs.backends import Revision, backend_for
+from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.errors import ToolError
 from imagekit.registry import RegistryClient
 
@@ -22,89 +36,243 @@ from .test_publish_local import BASE, COTS, code, tree_hash
 
 pytestmark = [pytest.mark.registry]
 STANDIN = Path(__file__).parent / "standin" / "cvmfs_server"
+NO_REAL_SERVER = "no real cvmfs_server installed (put one on PATH or set IMAGEKIT_CVMFS_SERVER_BINARY)"
+# Logs each call, then runs the server; `publish` from IMAGEKIT_TEST_PUBLISH_CWD when set (a cwd under
+# /cvmfs/<repo> is what makes a real publish fail).
+SHIM = """#!/bin/sh
+echo "$*" >> '{log}'
+if [ "$1" = publish ] && [ -n "${{IMAGEKIT_TEST_PUBLISH_CWD:-}}" ]; then cd "$IMAGEKIT_TEST_PUBLISH_CWD"; fi
+exec '{server}' "$@"
+"""
 
 
-@pytest.fixture
-def server(tree_profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Profile, Path]:
-    profile = tree_profile.model_copy(deep=True)
-    profile.cvmfs.backend = "cvmfs_server"
-    profile.cvmfs.repository = "sw.imagekit.test"
-    profile.cvmfs.root = str(tmp_path / "cvmfs" / "sw.imagekit.test")
-    profile.cvmfs.spool_dir = str(tmp_path / "spool")
-    profile.cvmfs.server_binary = str(STANDIN)
-    (tmp_path / "spool" / "sw.imagekit.test" / "rdonly").mkdir(parents=True)
-    Path(profile.cvmfs.root).mkdir(parents=True)
+@dataclass(frozen=True)
+class Server:
+    profile: Profile
+    server: str
+    """The stand-in or the real cvmfs_server itself, for what another process would do (not logged)."""
+    log: Path
+    gc_allowed: bool
+    """Whether the repository's server.conf lets `cvmfs_server gc` run (the stand-in has none)."""
+
+    @property
+    def repository(self) -> str:
+        return self.profile.cvmfs.repository
+
+    @property
+    def root(self) -> Path:
+        return backend_for(self.profile).root
+
+    @property
+    def spool(self) -> Path:
+        return Path(self.profile.cvmfs.spool_dir) / self.repository
+
+    def calls(self) -> list[str]:
+        calls = self.log.read_text().splitlines()
+        self.log.write_text("")
+        return calls
+
+    def revision(self) -> int:
+        return (backend_for(self.profile).revision() or Revision(0, "")).number
+
+
+def _shim(tmp_path: Path, server: str) -> tuple[str, Path]:
     log = tmp_path / "calls.log"
     log.touch()
-    monkeypatch.setenv("STANDIN_SPOOL", profile.cvmfs.spool_dir)
-    monkeypatch.setenv("STANDIN_ROOT", profile.cvmfs.root)
-    monkeypatch.setenv("STANDIN_LOG", str(log))
-    return profile, log
+    shim = tmp_path / "cvmfs_server"
+    shim.write_text(SHIM.format(log=log, server=server))
+    shim.chmod(0o755)
+    return str(shim), log
 
 
-def _calls(log: Path) -> list[str]:
-    calls = log.read_text().splitlines()
-    log.write_text("")
-    return calls
+@pytest.fixture(params=["standin", pytest.param("real", marks=pytest.mark.cvmfs_server)])
+def server(
+    request: pytest.FixtureRequest,
+    tree_profile: Profile,
+    site_profile: Profile,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Server]:
+    profile = tree_profile.model_copy(deep=True)
+    profile.cvmfs.backend = "cvmfs_server"
+    if request.param == "standin":
+        profile.cvmfs.repository = "sw.imagekit.test"
+        profile.cvmfs.root = str(tmp_path / "cvmfs" / "sw.imagekit.test")
+        profile.cvmfs.spool_dir = str(tmp_path / "spool")
+        (tmp_path / "spool" / "sw.imagekit.test" / "rdonly").mkdir(parents=True)
+        Path(profile.cvmfs.root).mkdir(parents=True)
+        monkeypatch.setenv("STANDIN_SPOOL", profile.cvmfs.spool_dir)
+        monkeypatch.setenv("STANDIN_ROOT", profile.cvmfs.root)
+        monkeypatch.delenv("STANDIN_LOG", raising=False)
+        profile.cvmfs.server_binary, log = _shim(tmp_path, str(STANDIN))
+        yield Server(profile, str(STANDIN), log, gc_allowed=False)
+        return
+    binary = devenv_cvmfs.server_binary(site_profile)
+    if binary is None:
+        pytest.skip(NO_REAL_SERVER)  # the one allowed skip under CI: no machine here can install it
+    repository = f"imagekit-{uuid.uuid4().hex[:8]}.test"
+    profile.cvmfs.repository = repository
+    profile.cvmfs.root = ""  # /cvmfs/<repository>; the spool is the site's (/var/spool/cvmfs)
+    devenv_cvmfs.create_repository(binary, repository, lambda _: None)
+    try:
+        profile.cvmfs.server_binary, log = _shim(tmp_path, binary)
+        yield Server(profile, binary, log, gc_allowed=True)
+    finally:
+        subprocess.run([binary, "rmfs", "-f", repository], capture_output=True, check=False, cwd="/")
 
 
-def test_publish_sequences_and_revisions(
-    server: tuple[Profile, Path], registry_client: RegistryClient
-) -> None:
-    profile, log = server
+def _publish(profile: Profile, ref: str) -> cvmfs.PublishResult:
+    return cvmfs.publish(profile, ref, skip_reason="test")
+
+
+def test_publish_code_only_version_and_channel_flip(server: Server, registry_client: RegistryClient) -> None:
+    profile, repo = server.profile, server.repository
     repository = f"{profile.registry.project}/proc"
     push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
     push_layers(registry_client, repository, "1.1", [BASE, COTS, code("1.1")])
+    start = server.revision()
 
-    first = cvmfs.publish(profile, "proc:1.0", skip_reason="test")
-    assert _calls(log) == ["transaction sw.imagekit.test", "publish sw.imagekit.test"]
-    assert first.publication.revision == 1
+    first = _publish(profile, "proc:1.0")
+    assert server.calls() == [f"transaction {repo}", f"publish {repo}"]
+    assert first.publication.revision == start + 1 == server.revision()
 
-    assert cvmfs.publish(profile, "proc:1.0", skip_reason="test").noop
-    assert _calls(log) == []
+    assert _publish(profile, "proc:1.0").noop
+    assert server.calls() == []
 
-    second = cvmfs.publish(profile, "proc:1.1", skip_reason="test")
-    calls = _calls(log)
+    v1_flat = server.root / first.publication.flat
+    before = tree_hash(v1_flat)
+    second = _publish(profile, "proc:1.1")
+    calls = server.calls()
     template = f"/{second.publication.incremental_from}=/{second.publication.flat}"
-    assert calls == [f"transaction -T {template} sw.imagekit.test", "publish sw.imagekit.test"]
-    assert "//" not in calls[0] and not template.endswith("/")
-    assert second.publication.revision == 2 and second.publication.layers_applied == 1
+    # `-T` needs the destination's parent: a new .flat/<xx> bucket is published first, on its own
+    new_bucket = Path(second.publication.flat).parent != Path(first.publication.flat).parent
+    bucket = [f"transaction {repo}", f"publish {repo}"] if new_bucket else []
+    assert calls == [*bucket, f"transaction -T {template} {repo}", f"publish {repo}"]
+    assert "//" not in calls[-2] and not template.endswith("/")
+    assert second.publication.revision == start + 2 + new_bucket == server.revision()
+    assert second.publication.layers_applied == 1
+    assert second.publication.bytes_written < 20_000  # the code layer and .singularity.d, never the COTS
+    assert tree_hash(v1_flat) == before
+    assert (server.root / second.publication.flat / "opt/processor/VERSION").read_text() == "1.1"
     assert cvmfs.verify(profile).problems == {}
 
     assert cvmfs.move_channel(profile, "proc", "production", "1.1") is None
-    assert _calls(log) == ["transaction sw.imagekit.test", "publish sw.imagekit.test"]
+    assert server.calls() == [f"transaction {repo}", f"publish {repo}"]
+    channel = server.root / profile.registry.url / f"{repository}:production"
+    assert (channel / "opt/processor/VERSION").read_text() == "1.1"
 
 
 def test_failed_publish_is_aborted_and_reports_its_own_error(
-    server: tuple[Profile, Path], registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+    server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    profile, log = server
+    profile, repo = server.profile, server.repository
     repository = f"{profile.registry.project}/proc"
     push_layers(registry_client, repository, "1.0", [BASE, code("1.0")])
     push_layers(registry_client, repository, "2.0", [BASE, code("2.0"), layer(E("extra", "f", "x"))])
-    cvmfs.publish(profile, "proc:1.0", skip_reason="test")
-    _calls(log)
-    root = Path(profile.cvmfs.root)
-    before = tree_hash(root)
-    monkeypatch.setenv("STANDIN_FAIL_PUBLISH", "cannot publish: open file handles under /cvmfs")
-    expected = "publish sw.imagekit.test failed: exit 1: cannot publish: open file handles"
+    _publish(profile, "proc:1.0")
+    server.calls()
+    before, revision = tree_hash(server.root), server.revision()
+    monkeypatch.setenv("IMAGEKIT_TEST_PUBLISH_CWD", str(server.root))
+    expected = f"publish {repo} failed: exit 1: Current working directory is in /cvmfs/{repo}."
     with pytest.raises(ToolError, match=re.escape(expected)):
-        cvmfs.publish(profile, "proc:2.0", skip_reason="test")
-    assert _calls(log)[-2:] == ["publish sw.imagekit.test", "abort -f sw.imagekit.test"]
-    assert tree_hash(root) == before
-    assert not (Path(profile.cvmfs.spool_dir) / "sw.imagekit.test" / "in_transaction.lock").exists()
+        _publish(profile, "proc:2.0")
+    assert server.calls()[-2:] == [f"publish {repo}", f"abort -f {repo}"]
+    assert tree_hash(server.root) == before and server.revision() == revision
+    assert not (server.spool / "in_transaction.lock").exists()
+    assert cvmfs.published(profile, repository, "2.0") is None
+
+
+def test_a_failed_code_only_version_leaves_no_new_bucket(
+    server: Server, registry_client: RegistryClient
+) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
+    bad = layer(E("opt/../../x", "f", "x"))
+    push_layers(registry_client, repository, "2.0", [BASE, COTS, code("2.0"), bad])
+    _publish(profile, "proc:1.0")
+    server.calls()
+    before, revision = tree_hash(server.root), server.revision()
+    with pytest.raises(cvmfs.UnsafeLayer):
+        _publish(profile, "proc:2.0")
+    calls = server.calls()
+    bucket = [f"transaction {repo}", f"publish {repo}"] if calls[0] == f"transaction {repo}" else []
+    assert calls[len(bucket)].startswith("transaction -T /.imagekit/chains/")
+    assert calls == [*bucket, calls[len(bucket)], f"abort -f {repo}", *bucket]  # the bucket removed again
+    assert tree_hash(server.root) == before
+    assert server.revision() == revision + len(bucket)
+    assert not (server.spool / "in_transaction.lock").exists()
 
 
 def test_an_open_transaction_from_a_crash_is_aborted_first(
-    server: tuple[Profile, Path], registry_client: RegistryClient
+    server: Server, registry_client: RegistryClient
 ) -> None:
-    profile, log = server
+    profile, repo = server.profile, server.repository
     repository = f"{profile.registry.project}/proc"
     push_layers(registry_client, repository, "1.0", [BASE, code("1.0")])
-    os.system(f"STANDIN_LOG=/dev/null {STANDIN} transaction sw.imagekit.test")  # a run that died inside
-    assert cvmfs.publish(profile, "proc:1.0", skip_reason="test").publication.revision == 1
-    assert _calls(log) == [
-        "abort -f sw.imagekit.test",
-        "transaction sw.imagekit.test",
-        "publish sw.imagekit.test",
-    ]
+    start = server.revision()
+    died = subprocess.run([server.server, "transaction", repo], capture_output=True, text=True, cwd="/")
+    assert died.returncode == 0, died.stderr
+    (server.root / "left-by-the-crash").write_text("half")  # what the run wrote before it died
+    again = subprocess.run([server.server, "transaction", repo], capture_output=True, text=True, cwd="/")
+    assert again.returncode == 17  # what imagekit reports as "another transaction is open"
+
+    assert _publish(profile, "proc:1.0").publication.revision == start + 1
+    assert server.calls() == [f"abort -f {repo}", f"transaction {repo}", f"publish {repo}"]
+    assert not (server.root / "left-by-the-crash").exists()
+    assert cvmfs.verify(profile).problems == {}
+
+
+def test_a_held_lock_stops_a_concurrent_publish(server: Server, registry_client: RegistryClient) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, code("1.0")])
+    profile.cvmfs.lock_timeout = 0.5
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with backend_for(profile).lock(lambda _: None):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    try:
+        with pytest.raises(ToolError, match=rf"{re.escape(repo)} is locked by pid \d+"):
+            _publish(profile, "proc:1.0")
+        assert server.calls() == []  # nothing reached cvmfs_server while another publisher held the lock
+    finally:
+        release.set()
+        holder.join()
+    _publish(profile, "proc:1.0")
+    assert server.calls() == [f"transaction {repo}", f"publish {repo}"]
+
+
+def test_rollback_and_gc(server: Server, registry_client: RegistryClient) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    for version in ("1.0", "1.1", "1.2"):
+        push_layers(registry_client, repository, version, [BASE, COTS, code(version)])
+        _publish(profile, f"proc:{version}")
+        time.sleep(1.1)  # publication times are to the second
+    server.calls()
+    assert cvmfs.move_channel(profile, "proc", "production", "1.0") is None
+    assert cvmfs.move_channel(profile, "proc", "production", "1.1") == "1.0"
+    revision = server.revision()
+    assert cvmfs.move_channel(profile, "proc", "production", "1.0") == "1.1"  # rollback: one flip
+    assert server.calls()[-2:] == [f"transaction {repo}", f"publish {repo}"]
+    assert server.revision() == revision + 1
+    channel = server.root / profile.registry.url / f"{repository}:production"
+    assert (channel / "opt/processor/VERSION").read_text() == "1.0"
+
+    lines: list[str] = []
+    plan, verified = cvmfs.gc(profile, 1, dry_run=False, log=lines.append)
+    assert [Path(t).name for t in plan.tags] == ["proc:1.1"]  # 1.2 newest, 1.0 on a channel
+    assert verified is not None and verified.problems == {}
+    gc_call = [f"gc -f {repo}"] if server.gc_allowed else []
+    assert server.calls() == [f"transaction {repo}", f"publish {repo}", *gc_call]
+    assert server.gc_allowed or any("does not allow garbage collection" in line for line in lines)
+    assert cvmfs.published(profile, repository, "1.1") is None
+    assert not os.path.lexists(server.root / profile.registry.url / f"{repository}:1.1")
+    assert (channel / "opt/processor/VERSION").read_text() == "1.0"

@@ -565,7 +565,9 @@ def test_problems_read_file_line_col_field_message(
     assert text.startswith(
         f"{proc_dir / 'processor.yaml'}:4:12: processor.version: expected a release version"
     )
-    assert ManifestError(found).lines()[-1] == f"1 problem in {proc_dir / 'processor.yaml'}"
+    assert ManifestError(found).lines()[-1] == (
+        f"{proc_dir / 'processor.yaml'}:4:12: 1 problem in this manifest (first: processor.version)"
+    )
 
 
 def test_python_dependencies_need_a_base_with_python(problems: Callable[..., list[Problem]]) -> None:
