@@ -10,11 +10,12 @@ output.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from imagekit.config import Profile
 from imagekit.engines.base import BuiltImage, Engine, Layer, LogSink, RunResult
-from imagekit.engines.buildah import BuildahEngine
+from imagekit.engines.buildah import BuildahEngine, RegistryLogin
 from imagekit.engines.docker import DockerEngine
 from imagekit.engines.runtime import ContainerRuntime, host_runtime
 from imagekit.errors import ProfileError
@@ -35,7 +36,9 @@ def engine_for(profile: Profile, *, storage_root: Path | None = None) -> Engine:
     """The engine the profile names; `storage_root` gives buildah a storage of its own.
 
     podman and buildah get the OCI runtime, cgroup manager and ulimits that work on this host's
-    cgroup layout, or a clear refusal when no runtime can run containers here.
+    cgroup layout, or a clear refusal when no runtime can run containers here; buildah gets the
+    registry credentials (the variables `registry.username_env`/`password_env` name) for its pulls
+    and its registry cache.
     """
     settings = profile.engine
     insecure = [profile.registry.url] if profile.registry.insecure else []
@@ -66,6 +69,12 @@ def engine_for(profile: Profile, *, storage_root: Path | None = None) -> Engine:
             runtime=runtime,
             cache_repository=(
                 f"{profile.registry.url}/{profile.registry.project}" if settings.registry_cache else None
+            ),
+            registry_login=RegistryLogin(
+                host=profile.registry.url,
+                names=f"{profile.registry.username_env} and {profile.registry.password_env}",
+                username=os.environ.get(profile.registry.username_env, ""),
+                password=os.environ.get(profile.registry.password_env, ""),
             ),
         )
     raise ProfileError(f"engine.name: unknown engine '{settings.name}'")

@@ -4,15 +4,24 @@ Builds use chroot isolation, which works as root without user namespaces, on ove
 the kernel allows it and vfs anywhere else (`engine.storage_driver`). Smoke tests use OCI isolation
 (the runtime `runtime.py` chose for the host's cgroup layout), since chroot isolation cannot cut the
 network. `--timestamp` (from SOURCE_DATE_EPOCH) clamps
-every time in the image, so rebuilds from clean storage give the same digest.
+every time in the image, so rebuilds from clean storage give the same digest. A build's pulls (the
+base) and the registry cache (`--cache-from`/`--cache-to`) get the profile's registry credentials as
+push does, through an auth file of the build's own (0600, deleted afterwards), never on a command
+line or in a log.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagekit.engines.base import (
@@ -30,6 +39,38 @@ from imagekit.engines.runtime import ContainerRuntime
 from imagekit.errors import MissingPartError, ToolError
 
 
+@dataclass(frozen=True)
+class RegistryLogin:
+    """Credentials for the site's registry (bases, cache); the names say where they came from."""
+
+    host: str
+    names: str
+    """The variables they were read from, e.g. "IMAGEKIT_REGISTRY_USERNAME and ..._PASSWORD"."""
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+
+    @property
+    def present(self) -> bool:
+        return bool(self.username and self.password)
+
+
+@contextmanager
+def _authfile(login: RegistryLogin | None) -> Iterator[list[str]]:
+    """`--authfile PATH` for the duration of one build (none without credentials): a containers
+    auth.json readable by its owner only, deleted however the build ends."""
+    if login is None or not login.present:
+        yield []
+        return
+    fd, path = tempfile.mkstemp(prefix="imagekit-auth-", suffix=".json")  # mode 0600
+    try:
+        pair = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump({"auths": {login.host: {"auth": pair}}}, out)
+        yield ["--authfile", path]
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
 class BuildahEngine:
     name = "buildah"
 
@@ -43,10 +84,12 @@ class BuildahEngine:
         insecure_registries: list[str],
         runtime: ContainerRuntime,
         cache_repository: str | None = None,
+        registry_login: RegistryLogin | None = None,
     ) -> None:
         self.binary = binary
         self.cache_repository = cache_repository
         """`<registry>/<project>`: builds pull and push their layers at `<it>/<name>/cache`."""
+        self.registry_login = registry_login
         self.network = network
         self.storage_driver = storage_driver
         self.storage_root = storage_root
@@ -106,16 +149,28 @@ class BuildahEngine:
                 command.append("--tls-verify=false")
         for tag in tags:
             command += ["--tag", tag]
-        command.append(str(context))
         transcript = BuildTranscript(log_file, on_line)
-        try:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        except FileNotFoundError as exc:
-            raise self._missing() from exc
-        assert process.stdout is not None
-        transcript.follow(process.stdout)
-        if process.wait() != 0:
-            raise transcript.failure(self.name, f"exit {process.returncode}")
+        with _authfile(self.registry_login) as auth:
+            try:
+                process = subprocess.Popen(
+                    [*command, *auth, str(context)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            except FileNotFoundError as exc:
+                raise self._missing() from exc
+            assert process.stdout is not None
+            transcript.follow(process.stdout)
+            returncode = process.wait()
+        if returncode != 0:
+            failure = transcript.failure(self.name, f"exit {returncode}")
+            login = self.registry_login
+            if login is not None and "unauthorized" in "\n".join(transcript.tail):
+                said = "refused the credentials in" if login.present else "asks for credentials: set"
+                failure.message += f"; the registry {login.host} {said} {login.names}"
+                failure.args = (failure.message,)
+            raise failure
         return self.describe(tags[0], tags, log_file)
 
     def inspect(self, image: str) -> dict[str, object]:

@@ -19,7 +19,7 @@ from imagekit.registry.names import history_repository, repository
 from imagekit.registry.push import PushResult, push, tag_existing
 from imagekit.registry.releases import Releases, processors, releases
 from imagekit.registry.renders import pushed_render, record_render
-from imagekit.registry.scanstate import RegistryScan, read_sbom, read_scan
+from imagekit.registry.scanstate import RegistryScan, read_sbom, read_scan, read_scan_record
 
 __all__ = [
     "ACCEPT",
@@ -42,6 +42,7 @@ __all__ = [
     "pushed_render",
     "read_sbom",
     "read_scan",
+    "read_scan_record",
     "record_render",
     "releases",
     "repository",

@@ -51,9 +51,12 @@ class MoveResult:
     """None when the channel already pointed there (nothing moved, nothing recorded)."""
     channel: str
     version: str
+    """The version, or the reference that names the image when no version tag holds it (`name_of`)."""
     digest: str
     scan: RegistryScan
     seconds: float
+    label: str = ""
+    """The image's version label, shown beside a `version` that is not that version's tag."""
 
 
 def check_channel(profile: Profile, channel: str) -> None:
@@ -61,6 +64,32 @@ def check_channel(profile: Profile, channel: str) -> None:
         raise InputError(
             f"channel '{channel}' is not one of release.channels ({', '.join(profile.release.channels)})"
         )
+
+
+def name_of(
+    client: RegistryClient, profile: Profile, name: str, manifest: Manifest, reference: str, *, label: str
+) -> str:
+    """What a move calls its target: its version (`label`) when that version's tag holds this digest,
+    else the tag it was asked by (`git-<sha>`: the default branch promotes commits that have no
+    version tag yet, whatever version their label says), else the name the newest history entry for
+    the digest recorded, if that tag still holds it, else the digest itself."""
+    repo = repository(profile, name)
+
+    def holds(tag: str) -> bool:
+        if not tag or DIGEST.match(tag) or tag in profile.release.channels:
+            return False
+        return tag == reference or client.manifest_digest(repo, tag) == manifest.digest
+
+    if holds(label):
+        return label
+    if holds(reference):
+        return reference
+    entries = history_repository(profile, name)
+    for tag in sorted(client.tags(entries), reverse=True):
+        move = _entry(client, entries, tag)
+        if move is not None and move.digest == manifest.digest:
+            return move.version if holds(move.version) else manifest.digest
+    return manifest.digest
 
 
 def version_of(client: RegistryClient, repo: str, manifest: Manifest, fallback: str) -> str:
@@ -96,15 +125,13 @@ def gate(scan: RegistryScan, channel: str, last: bool, reference: str) -> None:
 def history(client: RegistryClient, profile: Profile, name: str) -> list[Move]:
     """Every recorded move of the processor's channels, oldest first."""
     repo = history_repository(profile, name)
-    moves = []
-    for tag in sorted(client.tags(repo)):
-        manifest = client.find_manifest(repo, tag)
-        if manifest is None:
-            continue
-        entry = (manifest.json().get("annotations") or {}).get(ENTRY_KEY)
-        if entry:
-            moves.append(Move(**{**json.loads(entry), "id": tag}))
-    return moves
+    return [move for tag in sorted(client.tags(repo)) if (move := _entry(client, repo, tag)) is not None]
+
+
+def _entry(client: RegistryClient, repo: str, tag: str) -> Move | None:
+    manifest = client.find_manifest(repo, tag)
+    entry = (manifest.json().get("annotations") or {}).get(ENTRY_KEY) if manifest else None
+    return Move(**{**json.loads(entry), "id": tag}) if entry else None
 
 
 def _record(client: RegistryClient, profile: Profile, name: str, move: Move) -> None:
@@ -132,16 +159,19 @@ class Target:
 
 
 def _target(
-    client: RegistryClient, profile: Profile, repo: str, reference: str, channel: str
-) -> tuple[Manifest, str, RegistryScan]:
+    client: RegistryClient, profile: Profile, name: str, reference: str, channel: str
+) -> tuple[Manifest, str, str, RegistryScan]:
+    repo = repository(profile, name)
     where = f"{profile.registry.url}/{repo}"
     target = client.find_manifest(repo, reference)
     if target is None:
         raise InputError(f"{where}:{reference} does not exist: nothing moved")
-    version = version_of(client, repo, target, reference)
+    label = version_of(client, repo, target, "")
+    version = name_of(client, profile, name, target, reference, label=label)
     scan = read_scan(client, repo, target.digest)
-    gate(scan, channel, channel == profile.release.channels[-1], f"{where}:{version}")
-    return target, version, scan
+    at = "@" if DIGEST.match(version) else ":"
+    gate(scan, channel, channel == profile.release.channels[-1], f"{where}{at}{version}")
+    return target, version, label, scan
 
 
 def resolve(profile: Profile, name: str, reference: str, channel: str) -> Target:
@@ -149,7 +179,7 @@ def resolve(profile: Profile, name: str, reference: str, channel: str) -> Target
     that moves other things with the channel (the CVMFS tree) check first."""
     check_channel(profile, channel)
     with RegistryClient.from_profile(profile) as client:
-        target, version, scan = _target(client, profile, repository(profile, name), reference, channel)
+        target, version, _label, scan = _target(client, profile, name, reference, channel)
     return Target(version, target.digest, scan)
 
 
@@ -163,11 +193,17 @@ def move_channel(
     repo = repository(profile, name)
     where = f"{profile.registry.url}/{repo}"
     with RegistryClient.from_profile(profile, push=True) as client:
-        target, version, scan = _target(client, profile, repo, reference, channel)
+        target, version, label, scan = _target(client, profile, name, reference, channel)
         previous = client.find_manifest(repo, channel)
         if previous is not None and previous.digest == target.digest:
-            return MoveResult(None, channel, version, target.digest, scan, time.monotonic() - start)
-        previous_version = version_of(client, repo, previous, "") if previous else ""
+            return MoveResult(None, channel, version, target.digest, scan, time.monotonic() - start, label)
+        previous_version = (
+            name_of(
+                client, profile, name, previous, previous.digest, label=version_of(client, repo, previous, "")
+            )
+            if previous
+            else ""
+        )
         log(f"moving {where}:{channel} to {version} ({target.digest})")
         client.put_manifest(repo, channel, target.raw, target.media_type)
         if client.manifest_digest(repo, channel) != target.digest:
@@ -190,7 +226,7 @@ def move_channel(
                 f"{where}:{channel} moved to {version}, but its history entry was not written: {exc.message}",
                 hint="run the same command again: the move is a no-op and the entry is written then",
             ) from exc
-    return MoveResult(move, channel, version, target.digest, scan, time.monotonic() - start)
+    return MoveResult(move, channel, version, target.digest, scan, time.monotonic() - start, label)
 
 
 def promote(

@@ -1,5 +1,6 @@
 """`imagekit releases NAME`: versions, digests, push time, git revision, scan status, and which channel
-points where since when, read from the registry alone (tags, attached scan artifacts, history)."""
+points where since when, read from the registry alone (tags, attached scan artifacts, history). A
+commit pushed as `git-<sha>` only (the default branch) is listed under that tag while a channel holds it."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def _revision(client: RegistryClient, repo: str, digest: str, tags_of: dict[str,
     return git[0][4:] if git else ""
 
 
+def _git_tags(tags_of: dict[str, list[str]], digest: str | None) -> list[str]:
+    return [t for t in tags_of.get(digest or "", []) if GIT_TAG.match(t)]
+
+
 def processors(profile: Profile) -> list[str]:
     """The processor names of the profile's registry project (from the registry's catalog)."""
     prefix = profile.registry.project + "/"
@@ -79,8 +84,12 @@ def releases(profile: Profile, name: str) -> Releases:
             if digest:
                 tags_of.setdefault(digest, []).append(tag)
         moves: list[Move] = history(client, profile, name)
+        named = sorted(version_tags(tags, channels), key=_version_key, reverse=True)
+        # a commit the default branch pushed as git-<sha> only, while a channel holds it: its own row
+        held = {digests.get(c) for c in channels} - {None} - {digests.get(v) for v in named}
+        named += sorted(min(_git_tags(tags_of, d)) for d in held if _git_tags(tags_of, d))
         versions = []
-        for version in sorted(version_tags(tags, channels), key=_version_key, reverse=True):
+        for version in named:
             digest = digests.get(version)
             if not digest:
                 continue

@@ -10,11 +10,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from imagekit.registry.attach import CREATED, Mode, Part, put_artifact, referrers
 from imagekit.registry.client import Manifest, RegistryClient
 from imagekit.registry.names import now, who
+from imagekit.scan.status import ScanRecord
 
 SCAN_ARTIFACT = "application/vnd.imagekit.scan.v1+json"
 STATUS = "imagekit.scan.status"
@@ -87,15 +88,30 @@ def read_scan(client: RegistryClient, repository: str, digest: str) -> RegistryS
     )
 
 
-def read_sbom(client: RegistryClient, repository: str, digest: str) -> dict[str, object] | None:
-    """The CycloneDX SBOM attached with the newest scan of `digest`, None when none is attached."""
+def read_scan_record(client: RegistryClient, repository: str, digest: str) -> ScanRecord | None:
+    """The scan record (status, when, which vulnerability DB) attached with the newest scan of
+    `digest`; None when none is attached or it is not a record this imagekit reads."""
+    data = _part(client, repository, digest, "application/json", 1024 * 1024)
+    try:
+        return ScanRecord.model_validate(data) if data is not None else None
+    except ValidationError:
+        return None
+
+
+def _part(client: RegistryClient, repository: str, digest: str, media_type: str, limit: int) -> object:
+    """The JSON part of `media_type` in the newest scan artifact of `digest`, None if there is none."""
     found = referrers(client, repository, digest, SCAN_ARTIFACT)
     if not found:
         return None
     artifact = client.manifest(repository, str(found[-1]["digest"])).json()
     for part in artifact.get("layers") or []:
-        if part.get("mediaType") == REPORT_FILES[0][1] and int(part.get("size", 0)) < 64 * 1024 * 1024:
+        if part.get("mediaType") == media_type and int(part.get("size", 0)) < limit:
             with client.blob(repository, str(part["digest"])) as stream:
-                data = json.loads(stream.read())
-            return data if isinstance(data, dict) else None
+                return json.loads(stream.read())
     return None
+
+
+def read_sbom(client: RegistryClient, repository: str, digest: str) -> dict[str, object] | None:
+    """The CycloneDX SBOM attached with the newest scan of `digest`, None when none is attached."""
+    data = _part(client, repository, digest, REPORT_FILES[0][1], 64 * 1024 * 1024)
+    return data if isinstance(data, dict) else None

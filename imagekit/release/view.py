@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from imagekit import cvmfs, registry
 from imagekit.config import Profile
-from imagekit.errors import InputError
+from imagekit.errors import ImagekitError, InputError
+from imagekit.scan.status import PASSED, ScanRecord
+from imagekit.scan.trivy import DB_LAYER, SCHEMA_VERSION, db_built_at
 
 OCI = "org.opencontainers.image."
 
@@ -119,12 +125,16 @@ class StatusRow(BaseModel):
     cvmfs_version: str | None
     cvmfs_revision: int | None
     problems: list[str]
+    vulnerability_db: str = ""
+    """Last channel, passed scan: whether the DB it was scanned with is as new as the site's now."""
 
 
 def status(profile: Profile) -> list[StatusRow]:
-    """Every channel of every processor of the project, registry next to tree, inconsistencies flagged."""
+    """Every channel of every processor of the project, registry next to tree, inconsistencies flagged:
+    also a last-channel image scanned with an older vulnerability DB than a scan would use now."""
     rows = []
     last = profile.release.channels[-1]
+    site_db: SiteDb | None = None
     for name in registry.processors(profile):
         found = registry.releases(profile, name)
         scans = {
@@ -151,6 +161,13 @@ def status(profile: Profile) -> list[StatusRow]:
             scan = scans.get(moved.digest, "not scanned") if moved else ""
             if moved is not None and channel == last and scan != "passed":
                 problems.append(f"on {channel} with scan '{scan}'")
+            checked = ""
+            if moved is not None and channel == last and scan == PASSED:
+                site_db = site_db or site_vulnerability_db(profile)
+                with registry.RegistryClient.from_profile(profile) as client:
+                    record = registry.read_scan_record(client, repository, moved.digest)
+                checked, stale = _db_verdict(record, site_db)
+                problems += [stale] if stale else []
             rows.append(
                 StatusRow(
                     processor=name,
@@ -162,6 +179,82 @@ def status(profile: Profile) -> list[StatusRow]:
                     cvmfs_version=in_tree,
                     cvmfs_revision=publication.revision if publication else None,
                     problems=problems,
+                    vulnerability_db=checked,
                 )
             )
     return rows
+
+
+@dataclass(frozen=True)
+class SiteDb:
+    """When the vulnerability DB a scan would use now was built, or why that is not known."""
+
+    built: datetime | None
+    why: str = ""
+
+
+def site_vulnerability_db(profile: Profile) -> SiteDb:
+    """The build time of the DB in `scan.trivy_db_repository`, read from that repository (its
+    metadata.json, cached under the data directory by the layer's digest), never Trivy's local cache."""
+    reference = profile.scan.trivy_db_repository.strip()
+    if not reference:
+        return SiteDb(None, "no scan.trivy_db_repository is configured")
+    host, _, path = reference.partition("/")
+    repository, at, tag = path.partition("@")
+    if not at:
+        repository, colon, tag = path.rpartition(":")
+        repository, tag = (repository, tag) if colon else (path, str(SCHEMA_VERSION))
+    try:
+        with _db_client(profile, host) as client:
+            manifest = client.find_manifest(repository, tag)
+            if manifest is None:
+                return SiteDb(None, f"{reference} does not exist")
+            layers = [
+                part for part in manifest.json().get("layers") or [] if part.get("mediaType") == DB_LAYER
+            ]
+            if not layers:
+                return SiteDb(None, f"{reference} is not a Trivy DB (no {DB_LAYER} layer)")
+            digest = str(layers[0]["digest"])
+            cache = profile.data_dir / "trivy-db-builds" / digest.replace(":", "-")
+            try:
+                return SiteDb(datetime.fromisoformat(cache.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                pass
+            with client.blob(repository, digest) as stream:
+                built = db_built_at(stream, reference)
+    except ImagekitError as exc:
+        return SiteDb(None, exc.message)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(built.isoformat())
+    os.replace(tmp, cache)
+    return SiteDb(built)
+
+
+def _db_client(profile: Profile, host: str) -> registry.RegistryClient:
+    """The site registry as the profile says; another registry as Trivy reaches it (plain HTTP on
+    loopback, its TRIVY_USERNAME/TRIVY_PASSWORD)."""
+    if host == profile.registry.url:
+        return registry.RegistryClient.from_profile(profile)
+    names = ("TRIVY_USERNAME", "TRIVY_PASSWORD")
+    credentials = registry.Credentials(*names, *(os.environ.get(name, "") for name in names))
+    loopback = host.startswith(("127.", "localhost:", "[::1]")) or host == "localhost"
+    return registry.RegistryClient(host, insecure=loopback, credentials=credentials)
+
+
+def _db_verdict(record: ScanRecord | None, site: SiteDb) -> tuple[str, str | None]:
+    """What to show about the scan's DB, and the problem when it is older than the site's."""
+    if site.built is None:
+        return f"not checked: {site.why}", None
+    scanned = record.db_updated_at if record is not None else None
+    if scanned is None:
+        return "not checked: the scan record in the registry names no DB build time", None
+    scanned, now = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (scanned, site.built))
+    if scanned < now:
+        return (
+            f"older: built {scanned:%Y-%m-%d %H:%M}, the site's {now:%Y-%m-%d %H:%M}",
+            f"scanned with a vulnerability DB built {scanned:%Y-%m-%d %H:%M} UTC, older than the site's "
+            f"({now:%Y-%m-%d %H:%M} UTC): advisories published since were not checked",
+        )
+    return f"current: built {scanned:%Y-%m-%d %H:%M}", None

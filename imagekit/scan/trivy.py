@@ -14,15 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagekit.errors import MissingPartError, ToolError
 
 SCHEMA_VERSION = 2
+DB_LAYER = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip"
+"""The media type of the one layer of a trivy-db artifact: db.tar.gz (trivy.db and metadata.json)."""
 _DB_SOURCE = "imagekit-db-repository"
 """File in the cache dir naming the repository the cached DB came from."""
 _KEPT_TRIVY_ENV = {"TRIVY_USERNAME", "TRIVY_PASSWORD", "TRIVY_REGISTRY_TOKEN"}
@@ -67,6 +70,25 @@ class _Metadata(BaseModel):
 
     Version: int
     UpdatedAt: datetime
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def db_built_at(db_tar_gz: Readable, where: str) -> datetime:
+    """When a trivy-db archive was built (UpdatedAt in its metadata.json), read as it streams by: lets
+    `imagekit status` compare a scan's DB with the one a scan would use now without running Trivy."""
+    try:
+        with tarfile.open(fileobj=cast(IO[bytes], db_tar_gz), mode="r|gz") as archive:  # needs read() only
+            for member in archive:
+                if member.name.removeprefix("./") == "metadata.json" and member.isfile():
+                    data = archive.extractfile(member)
+                    if data is not None:
+                        return _Metadata.model_validate_json(data.read(1 << 20)).UpdatedAt
+    except (tarfile.TarError, OSError, EOFError, ValidationError) as exc:
+        raise ToolError(f"the Trivy DB {where} has no usable metadata.json: {exc}") from exc
+    raise ToolError(f"the Trivy DB {where} has no metadata.json")
 
 
 def _age_days(meta: _Metadata) -> int:
