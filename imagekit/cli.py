@@ -253,6 +253,8 @@ def render_command(
     release: Annotated[bool, typer.Option(help="Apply the release rules.")] = False,
 ) -> None:
     """Render the Dockerfile (or Apptainer definition) and its exact build context; several in one go."""
+    from imagekit.catalog import site_bases
+    from imagekit.manifest.checksums import ChecksumCache
     from imagekit.render import render_processor, render_processors
 
     if target not in ("docker", "apptainer"):
@@ -260,6 +262,9 @@ def render_command(
     profile = _options(ctx).load().profile
     kind: Literal["docker", "apptainer"] = "apptainer" if target == "apptainer" else "docker"
     site, data_dir = profile.site, profile.data_dir
+    # the same checks as build: the site's own base copies, COTS checksums with their line and column
+    checksums = ChecksumCache(data_dir)
+    bases = site_bases(profile.registry.url, profile.registry.project)
     if len(directories) == 1:
         rendered = render_processor(
             directories[0],
@@ -269,6 +274,8 @@ def render_command(
             release=release,
             target=kind,
             image_ref=image_ref,
+            checksums=checksums,
+            bases=bases,
         )
         for path in rendered.result.files:
             out.print(f"wrote {rendered.result.context_dir / path}", highlight=False)
@@ -276,7 +283,15 @@ def render_command(
         return
     warned = set()
     for rendered in render_processors(
-        directories, output, data_dir=data_dir, site=site, release=release, target=kind, image_ref=image_ref
+        directories,
+        output,
+        data_dir=data_dir,
+        site=site,
+        release=release,
+        target=kind,
+        image_ref=image_ref,
+        checksums=checksums,
+        bases=bases,
     ):
         result = rendered.result
         out.print(f"rendered {result.context_dir} ({len(result.files)} files)", highlight=False)

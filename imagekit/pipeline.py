@@ -6,22 +6,20 @@ CLI can stay a thin parser.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from imagekit.catalog import BaseRef, resolve_base, site_bases
+from imagekit.catalog import site_bases
 from imagekit.config import Profile
 from imagekit.engines import BuiltImage, Engine, LogSink, engine_for
 from imagekit.errors import InputError, SmokeTestError
 from imagekit.manifest import ChecksumCache, LoadedManifest, load_manifest
-from imagekit.render import RenderResult, SourceInfo, render, source_info
+from imagekit.render import WORK_DIR, RenderResult, SourceInfo, default_render_dir
+from imagekit.render import render_processor as render_one
 from imagekit.render.source import UNKNOWN_REVISION
 from imagekit.scan import PROCESSOR_POLICY_FILE, ScanResult, default_policy_path, load_policy, scan_image
 from imagekit.smoke import SmokeOutcome, run_smoke_tests
-
-WORK_DIR = ".imagekit"
 
 
 @dataclass(frozen=True)
@@ -30,22 +28,6 @@ class BuildOutcome:
     rendered: RenderResult
     source: SourceInfo
     image: BuiltImage
-
-
-def default_render_dir(manifest: LoadedManifest, target: str = "docker") -> Path:
-    """Rendered files live beside the manifest, in a folder the scaffold and .dockerignore exclude."""
-    return manifest.directory / WORK_DIR / target
-
-
-def base_for(manifest: LoadedManifest, profile: Profile) -> BaseRef:
-    base = manifest.processor.base
-    if base.profile:
-        return resolve_base(base.profile, profile.data_dir)
-    if not base.digest:
-        raise InputError(
-            f"{manifest.path}: base.digest: required to render {base.image} (FROM is always pinned by digest)"
-        )
-    return BaseRef(image=base.image, digest=base.digest)
 
 
 def version_image(manifest: LoadedManifest) -> str:
@@ -75,26 +57,20 @@ def render_processor(
     target: Literal["docker", "apptainer"] = "docker",
     image_ref: str = "",
 ) -> tuple[LoadedManifest, SourceInfo, RenderResult]:
-    source = source_info(directory if directory.is_dir() else directory.parent, os.environ)
-    # the cache gives a wrong COTS checksum its line and column here, before render copies the archive
-    checksums = ChecksumCache(profile.data_dir)
-    manifest = load_manifest(
+    """Render as the profile's site builds: COTS archives hashed (cached in the data directory), and a
+    `base.image` checked against the site's registry."""
+    rendered = render_one(
         directory,
-        release=release or bool(source.release_tag),
-        checksums=checksums,
-        bases=site_bases(profile.registry.url, profile.registry.project),
-    )
-    checksums.save()
-    rendered = render(
-        manifest,
-        out_dir or default_render_dir(manifest, target),
-        base=base_for(manifest, profile),
+        out_dir,
+        data_dir=profile.data_dir,
         site=profile.site,
-        source=source,
+        release=release,
         target=target,
         image_ref=image_ref,
+        checksums=ChecksumCache(profile.data_dir),
+        bases=site_bases(profile.registry.url, profile.registry.project),
     )
-    return manifest, source, rendered
+    return rendered.manifest, rendered.source, rendered.result
 
 
 def build_processor(

@@ -295,14 +295,7 @@ class RegistryClient:
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
         """PUT these exact bytes; returns their digest, checked against what the registry says."""
-        response = self.request(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            content=raw,
-            headers={"Content-Type": media_type},
-        )
-        if response.status_code not in (200, 201):
-            raise self._fail(response, f"PUT manifest {repository}:{reference}")
+        response = self.put_manifest_response(repository, reference, raw, media_type)
         digest = sha256_digest(raw)
         said = response.headers.get("docker-content-digest")
         if said and said != digest:

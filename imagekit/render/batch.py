@@ -17,7 +17,7 @@ from typing import Literal
 from imagekit.catalog import BaseRef, resolve_base
 from imagekit.config import SiteSettings
 from imagekit.errors import InputError
-from imagekit.manifest import LoadedManifest, load_manifest
+from imagekit.manifest import ChecksumCache, LoadedManifest, load_manifest
 from imagekit.render.source import SourceInfo, source_info
 from imagekit.render.writer import RenderResult, render
 
@@ -25,6 +25,11 @@ WORK_DIR = ".imagekit"
 """Rendered files live beside the manifest by default, in a folder the scaffold and .dockerignore exclude."""
 
 Target = Literal["docker", "apptainer"]
+
+
+def default_render_dir(manifest: LoadedManifest, target: str = "docker") -> Path:
+    """Where a processor renders when no output is named: `<directory>/.imagekit/<target>`."""
+    return manifest.directory / WORK_DIR / target
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,47 @@ class _Sources:
         return self._by_tree[key]
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What every processor of one call is rendered with."""
+
+    data_dir: Path
+    site: SiteSettings
+    release: bool
+    target: Target
+    image_ref: str
+    checksums: ChecksumCache | None
+    bases: str | None
+
+
 def _load(
-    directory: Path, sources: _Sources, *, data_dir: Path, release: bool
+    directory: Path, sources: _Sources, options: _Options
 ) -> tuple[LoadedManifest, SourceInfo, BaseRef]:
     source = sources.of(directory if directory.is_dir() else directory.parent)
-    manifest = load_manifest(directory, release=release or bool(source.release_tag))
-    return manifest, source, base_of(manifest, data_dir)
+    manifest = load_manifest(
+        directory,
+        release=options.release or bool(source.release_tag),
+        checksums=options.checksums,
+        bases=options.bases,
+    )
+    if options.checksums is not None:
+        options.checksums.save()
+    return manifest, source, base_of(manifest, options.data_dir)
+
+
+def _render(
+    manifest: LoadedManifest, source: SourceInfo, base: BaseRef, out: Path, options: _Options
+) -> Rendered:
+    result = render(
+        manifest,
+        out,
+        base=base,
+        site=options.site,
+        source=source,
+        target=options.target,
+        image_ref=options.image_ref,
+    )
+    return Rendered(manifest, source, result)
 
 
 def render_processor(
@@ -86,12 +126,16 @@ def render_processor(
     target: Target = "docker",
     image_ref: str = "",
     env: Mapping[str, str] = os.environ,
+    checksums: ChecksumCache | None = None,
+    bases: str | None = None,
 ) -> Rendered:
-    """Render one processor into `out_dir` (default: `<directory>/.imagekit/<target>`)."""
-    manifest, source, base = _load(directory, _Sources(env), data_dir=data_dir, release=release)
-    out = out_dir or manifest.directory / WORK_DIR / target
-    result = render(manifest, out, base=base, site=site, source=source, target=target, image_ref=image_ref)
-    return Rendered(manifest, source, result)
+    """Render one processor into `out_dir` (default: `<directory>/.imagekit/<target>`).
+
+    `checksums` and `bases` go to load_manifest: a wrong COTS sha256 then gets its line and column
+    before render copies the archive, and a `base.image` must be the site's copy."""
+    options = _Options(data_dir, site, release, target, image_ref, checksums, bases)
+    manifest, source, base = _load(directory, _Sources(env), options)
+    return _render(manifest, source, base, out_dir or default_render_dir(manifest, target), options)
 
 
 def render_processors(
@@ -104,16 +148,19 @@ def render_processors(
     target: Target = "docker",
     image_ref: str = "",
     env: Mapping[str, str] = os.environ,
+    checksums: ChecksumCache | None = None,
+    bases: str | None = None,
 ) -> list[Rendered]:
     """Render many processors in one process: into `<out_root>/<processor name>/` each, or beside
     each manifest when `out_root` is None. Every manifest, base and name is checked first; a
     failure then leaves no processor half-written (each output is swapped in whole)."""
+    options = _Options(data_dir, site, release, target, image_ref, checksums, bases)
     sources = _Sources(env)
-    loaded = [_load(Path(d), sources, data_dir=data_dir, release=release) for d in directories]
+    loaded = [_load(Path(d), sources, options) for d in directories]
     outs = [
         out_root / manifest.processor.processor.name
         if out_root is not None
-        else manifest.directory / WORK_DIR / target
+        else default_render_dir(manifest, target)
         for manifest, _, _ in loaded
     ]
     seen: dict[Path, Path] = {}
@@ -125,10 +172,6 @@ def render_processors(
                 f"in {other}; both would render into {out}"
             )
     return [
-        Rendered(
-            manifest,
-            source,
-            render(manifest, out, base=base, site=site, source=source, target=target, image_ref=image_ref),
-        )
+        _render(manifest, source, base, out, options)
         for (manifest, source, base), out in zip(loaded, outs, strict=True)
     ]
