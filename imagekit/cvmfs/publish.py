@@ -119,16 +119,21 @@ def _read_json(path: Path) -> dict[str, object] | None:
 
 
 def published(profile: Profile, repository: str, tag: str) -> Publication | None:
-    """The publication of `<repository>:<tag>` in the profile's tree, or None if it is not complete there."""
+    """The publication of `<repository>:<tag>` in the profile's tree, or None if it is not complete there
+    (its metadata, and its tag link to its flat: a run killed between the two published nothing)."""
     root = backend_for(profile).root
     meta = root / metadata_rel(profile.registry.url, repository, tag)
     data = _read_json(meta / PUBLICATION)
     if data is None or not (meta / MANIFEST).is_file():
         return None
     try:
-        return Publication.model_validate(data)
+        found = Publication.model_validate(data)
     except ValidationError:
         return None
+    link = tag_rel(profile.registry.url, repository, tag)
+    if not os.path.islink(root / link) or os.readlink(root / link) != link_to(link, found.flat):
+        return None
+    return found
 
 
 def known_trees(root: Path) -> list[FlatInfo]:
@@ -413,13 +418,13 @@ def move_channel(
         raise InputError(f"'{channel}' is not a channel of this site ({', '.join(profile.release.channels)})")
     version = image_ref.rpartition(":")[2] if ":" in image_ref else image_ref
     repository = f"{profile.registry.project}/{name}"
-    if published(profile, repository, version) is None:
-        raise InputError(f"{profile.registry.url}/{repository}:{version} is not published to CVMFS")
     backend = backend_for(profile)
     link = tag_rel(profile.registry.url, repository, channel)
     target = link_to(link, tag_rel(profile.registry.url, repository, version))
     with backend.lock(log):
-        backend.recover(log)
+        backend.recover(log)  # first: an interrupted publication of this version is undone
+        if published(profile, repository, version) is None:
+            raise InputError(f"{profile.registry.url}/{repository}:{version} is not published to CVMFS")
         full = backend.root / link
         previous = os.readlink(full) if os.path.islink(full) else None
         if previous != target:
