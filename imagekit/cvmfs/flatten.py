@@ -16,16 +16,17 @@ link of the file just written to the flat (no data is written twice). The flat's
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol, cast
 
 from imagekit.cvmfs.index import DIR, FILE, OPAQUE_XATTR, OVERLAY_WHITEOUT, SYMLINK, Entry, Index
 from imagekit.errors import InputError, ToolError
@@ -33,6 +34,8 @@ from imagekit.errors import InputError, ToolError
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 CHUNK = 1 << 20
+HEADER_LIMIT = 16 << 20
+"""The most a pax or GNU long-name header may hold (it is read whole)."""
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -176,7 +179,7 @@ class Tree:
                 for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)
-                    if chunk.count(0) == len(chunk):
+                    if chunk and not chunk[0] and not chunk[-1] and chunk == bytes(len(chunk)):
                         os.lseek(fd, len(chunk), os.SEEK_CUR)  # zeros stay a hole: sparse files stay sparse
                         continue
                     view = memoryview(chunk)
@@ -346,7 +349,7 @@ class _Layer:
             if path not in self.created:
                 self.tree.remove(path)
 
-    def apply(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+    def apply(self, member: tarfile.TarInfo, archive: _TarStream) -> None:
         self.tree.account(member, self.name)
         parts = _components(member.name, self.name)
         if not parts:
@@ -368,9 +371,7 @@ class _Layer:
         if member.isdir():
             self.tree.put_dir(path, meta)
         elif member.isreg():
-            source = archive.extractfile(member)
-            assert source is not None
-            self.tree.put_file(path, meta, iter(lambda: source.read(CHUNK), b""))
+            self.tree.put_file(path, meta, archive.contents(member))
         elif member.issym():
             self.tree.put_symlink(path, member.linkname, meta)
         elif member.islnk():
@@ -439,76 +440,219 @@ def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
     )
 
 
-class _Raw(io.RawIOBase):
-    """Any object with `read(n)` (a registry blob stream) as a raw stream a buffer can wrap."""
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._source.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+_END = object()
+_ZEROS = bytes(CHUNK)
 
 
-class _Gunzip(io.RawIOBase):
-    """A streaming gzip reader with large reads (tarfile's own reads 10 kB at a time)."""
-
-    def __init__(self, raw: Readable) -> None:
-        self._raw = raw
-        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            if self._inflate.eof:
-                rest = self._inflate.unused_data
-                if not rest:
-                    rest = self._raw.read(CHUNK)
-                if not rest:
-                    return 0
-                self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)  # a multi-member gzip
-                self._pending = self._inflate.decompress(rest)
-                continue
-            data = self._raw.read(CHUNK)
-            if not data:
-                if not self._inflate.eof:
-                    raise ToolError("layer stream ended inside its gzip data (truncated blob)")
-                return 0
-            self._pending = self._inflate.decompress(data)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+def _read(stream: Readable) -> Iterator[bytes]:
+    while data := stream.read(CHUNK):
+        yield data
 
 
-def open_layer_tar(stream: Readable, layer: str) -> BinaryIO:
-    """The uncompressed tar of a layer blob: gzip'd or plain (zstd is refused with a clear reason)."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(_Raw(stream), CHUNK)
-    head = buffered.peek(4)[:4]
-    if head.startswith(_GZIP_MAGIC):
-        return io.BufferedReader(_Gunzip(buffered), CHUNK)
-    if head == _ZSTD_MAGIC:
+def _uncompressed(blob: Iterator[bytes], layer: str) -> Iterator[bytes]:
+    """The layer blob's tar, gzip'd or plain (zstd is refused with a clear reason), in chunks of at
+    most CHUNK bytes: a small blob that inflates to gigabytes never sits in memory at once."""
+    data = next(blob, b"")
+    if data.startswith(_ZSTD_MAGIC):
         raise ToolError(f"layer {layer} is zstd-compressed; imagekit publishes gzip and plain tar layers")
-    return buffered
+    if not data.startswith(_GZIP_MAGIC):
+        while data:
+            yield data
+            data = next(blob, b"")
+        return
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    while True:
+        if not data:
+            data = next(blob, b"")
+            if not data:
+                if not inflate.eof:
+                    raise ToolError(f"layer {layer}: the stream ended inside its gzip data (truncated blob)")
+                return
+        if inflate.eof:
+            inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)  # a multi-member gzip
+        try:
+            out = inflate.decompress(data, CHUNK)
+        except zlib.error as exc:
+            raise ToolError(f"layer {layer}: corrupt gzip data: {exc}") from exc
+        data = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
+        if out:
+            yield out
+
+
+class _Prefetch:
+    """Chunks made by a thread of its own. The blob is read (socket, blob digest) by one and inflated
+    by another: both release the GIL, so the next bytes arrive while the caller writes the tree."""
+
+    def __init__(self, chunks: Iterator[bytes], name: str) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=16)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(chunks,), name=name, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.get():
+            yield chunk
+
+    def _run(self, chunks: Iterator[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                if not self._put(chunk):
+                    return
+        except BaseException as exc:  # handed to the writing thread, which raises it
+            self._put(exc)
+            return
+        self._put(_END)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> bytes:
+        """The next chunk; b"" at the end (or once the thread was stopped)."""
+        while not self._done:
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    self._done = True
+        else:
+            return b""
+        if isinstance(item, bytes):
+            return item
+        self._done = True
+        if isinstance(item, BaseException):
+            raise item
+        return b""
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _zeros(size: int) -> Iterator[bytes]:
+    while size > 0:
+        yield _ZEROS if size >= CHUNK else bytes(size)
+        size -= CHUNK
+
+
+class _TarStream:
+    """The uncompressed tar as `tarfile.TarInfo.fromtarfile` reads headers from it (pax, GNU long
+    names); a file's data is handed on in the chunks it arrived in, never joined or copied again."""
+
+    encoding = tarfile.ENCODING
+    errors = "surrogateescape"
+
+    def __init__(self, source: _Prefetch, layer: str) -> None:
+        self.fileobj = self
+        self.layer = layer
+        self.pax_headers: dict[str, str] = {}
+        self.offset = 0
+        self._source = source
+        self._chunk = b""
+        self._pos = 0
+        self._tell = 0
+
+    def tell(self) -> int:
+        return self._tell
+
+    def _piece(self, size: int) -> bytes:
+        if self._pos == len(self._chunk):
+            self._chunk, self._pos = self._source.get(), 0
+        piece = self._chunk[self._pos : self._pos + size]  # the chunk itself when all of it is wanted
+        self._pos += len(piece)
+        self._tell += len(piece)
+        return piece
+
+    def _unread(self, block: bytes) -> None:
+        if self._pos >= len(block):
+            self._pos -= len(block)
+        else:  # it began in the chunk before
+            self._chunk, self._pos = block + self._chunk[self._pos :], 0
+        self._tell -= len(block)
+
+    def read(self, size: int) -> bytes:
+        """Header bytes (a pax or GNU long-name header's data is read whole, so it is bounded)."""
+        if size > HEADER_LIMIT:
+            raise UnsafeLayer(f"layer {self.layer}: a tar header of {size} bytes; refused, nothing published")
+        parts = []
+        while size > 0 and (piece := self._piece(size)):
+            parts.append(piece)
+            size -= len(piece)
+        return b"".join(parts)
+
+    def pieces(self, size: int, name: str) -> Iterator[bytes]:
+        """`size` bytes of a member's data, as they come."""
+        while size > 0:
+            piece = self._piece(size)
+            if not piece:
+                raise ToolError(f"layer {self.layer}: the tar ends inside '{name}' (truncated layer)")
+            size -= len(piece)
+            yield piece
+
+    def contents(self, member: tarfile.TarInfo) -> Iterator[bytes]:
+        """A regular member's bytes; a sparse one's holes as runs of zeros (written as holes again)."""
+        if member.sparse is None:
+            yield from self.pieces(member.size, member.name)
+            return
+        at = 0
+        for offset, size in cast("list[tuple[int, int]]", member.sparse):  # typeshed says int
+            if not size:
+                continue  # GNU's unused slots and end mark hold no data
+            if offset < at or offset + size > member.size:
+                raise InputError(
+                    f"layer {self.layer}: '{member.name}': its sparse map is not in order; refused"
+                )
+            yield from _zeros(offset - at)
+            yield from self.pieces(size, member.name)
+            at = offset + size
+        yield from _zeros(member.size - at)
+
+    def skip_to(self, offset: int) -> None:
+        for _ in self.pieces(offset - self._tell, "padding"):
+            pass
+
+    def members(self) -> Iterator[tarfile.TarInfo]:
+        """Each member's header; the caller reads its data (`contents`) before asking for the next."""
+        while True:
+            block = self.read(tarfile.BLOCKSIZE)
+            if not block and self._tell == 0:
+                raise ToolError(f"layer {self.layer}: not a readable tar: empty")
+            if not block or block == bytes(tarfile.BLOCKSIZE):
+                return  # the zero block that ends the archive (or its end without one, as tarfile takes it)
+            self._unread(block)
+            try:
+                member = tarfile.TarInfo.fromtarfile(self)  # type: ignore[arg-type]
+            except tarfile.HeaderError as exc:
+                raise ToolError(f"layer {self.layer}: not a readable tar: {exc}") from None
+            yield member
+            self.skip_to(self.offset)  # what the member's data left unread, and its padding
 
 
 def apply_layer(tree: Tree, stream: Readable, layer: str, layerfs: Tree | None = None) -> None:
     """Apply one layer blob (as stored in the registry) on top of `tree`, and to `layerfs` on its own."""
     current = _Layer(tree, layer, layerfs)
+    blob = _Prefetch(_read(stream), "layer-download")
+    source = _Prefetch(_uncompressed(iter(blob), layer), "layer-inflate")
     try:
-        with tarfile.open(fileobj=open_layer_tar(stream, layer), mode="r|", bufsize=CHUNK) as archive:
-            for member in archive:
-                current.apply(member, archive)
-    except tarfile.TarError as exc:
-        raise ToolError(f"layer {layer}: not a readable tar: {exc}") from exc
+        archive = _TarStream(source, layer)
+        for member in archive.members():
+            current.apply(member, archive)
+        while source.get():
+            pass  # the end blocks and padding: the blob's digest covers every byte
     finally:
+        source.stop()
+        blob.close()
+        source.close()
         tree.finish_layer()
         if layerfs is not None:
             layerfs.finish_layer()

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,15 +184,19 @@ def _build_flat(
     limits: Limits,
 ) -> Stats:
     target = flat_rel(image.config_hex)
-    work = txn.new_tree(target, base.dir if base else None)
-    index = Index.load(root / base.index) if base else Index()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the index is parsed while the copy is linked
+        loading = pool.submit(Index.load, root / base.index) if base else None
+        work = txn.new_tree(target, base.dir if base else None)
+        index = loading.result() if loading else Index()
     tree = Tree(index, work, limits=limits)
     done = len(base.chain) if base else 0
     if base:
         log(f"starting from {base.dir}: {len(image.layers) - done} of {len(image.layers)} layers to apply")
+    snapshot: tuple[str, set[str]] | None = None
     for n, layer in enumerate(image.layers[done:], start=done + 1):
-        if n == len(image.layers) and n - done >= 2:
-            _keep_chain(txn, tree, image.chain[:-1], work)
+        if n == len(image.layers) and n - done >= 2 and _keep_chain(txn, tree, image.chain[:-1], work):
+            snapshot = (chain_rel(image.chain[:-1]), index.changed)
+            index.changed = set()  # from here: what the last layer changes
         log(f"applying layer {layer.digest} ({layer.size / 1e6:.1f} MB)")
         layerfs = None
         if layers and not _layer_complete(root, layer):
@@ -201,7 +206,13 @@ def _build_flat(
         if layerfs is not None:
             _place_layer(txn, root, layer, layerfs)
     add_runtime_files(tree, image)
-    problems = compare(index, work, trusted=root / base.dir if base else None)
+    changed = index.changed | snapshot[1] if snapshot else index.changed
+    problems = compare(index, work, trusted=root / base.dir if base else None, changed=changed)
+    if not problems and snapshot:  # what the chain shares with the flat was just verified
+        rel = snapshot[0]
+        problems = compare(
+            Index.load(root / f"{rel}.index.gz"), root / rel, trusted=work, changed=index.changed
+        )
     if problems:
         raise ToolError(
             f"{image.ref}: the flattened tree does not match its layers (nothing published): "
@@ -236,15 +247,16 @@ def _place_layer(txn: Transaction, root: Path, layer: Layer, layerfs: Tree) -> N
     _bucket_catalog(txn, root, layer_rel(layer.digest))
 
 
-def _keep_chain(txn: Transaction, tree: Tree, chain: tuple[str, ...], work: Path) -> None:
-    """Snapshot the layers below the last one (hard links: no data is copied)."""
+def _keep_chain(txn: Transaction, tree: Tree, chain: tuple[str, ...], work: Path) -> bool:
+    """Snapshot the layers below the last one (hard links: no data is copied); False if it exists."""
     rel = chain_rel(chain)
     if (txn.root / rel).is_dir():
-        return
+        return False
     txn.copy_tree(work, rel)
     txn.write_file(f"{rel}.index.gz", tree.index.dumps())
     info = FlatInfo(dir=rel, index=f"{rel}.index.gz", chain=list(chain))
     txn.write_file(f"{rel}.json", info.model_dump_json().encode())
+    return True
 
 
 def repository_of(profile: Profile, image: str) -> tuple[str, str]:

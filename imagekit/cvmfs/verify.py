@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from imagekit.cvmfs.index import DIR, FILE, OPAQUE_XATTR, OVERLAY_WHITEOUT, SYMLINK, Index, entry_kind
@@ -35,9 +36,26 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def compare(index: Index, root: Path, *, trusted: Path | None = None, limit: int = 20) -> list[str]:
-    """What differs between `root` and `index` (at most `limit` lines); [] when they agree."""
+def compare(
+    index: Index,
+    root: Path,
+    *,
+    trusted: Path | None = None,
+    changed: set[str] | None = None,
+    limit: int = 20,
+) -> list[str]:
+    """What differs between `root` and `index` (at most `limit` lines); [] when they agree.
+
+    `trusted` is a verified tree `root` is a hard-link copy of: a file that is its very inode is not
+    read again. With `changed` too (the paths the new layers wrote), any other file or symlink that is
+    the very inode of `trusted`'s, as the directory listings say, is not looked at on its own:
+    a code-only version checks its new entries and every directory, not the whole base again.
+    Contents are hashed by a few threads (reading and hashing release the GIL).
+    """
     problems: list[str] = []
+    to_hash: list[tuple[str, str, str]] = []
+    listings: dict[str, dict[str, int]] = {}
+    trusted_listings: dict[str, dict[str, int]] = {}
     base = str(root)
 
     def problem(text: str) -> bool:
@@ -46,6 +64,11 @@ def compare(index: Index, root: Path, *, trusted: Path | None = None, limit: int
 
     for path, want in index.items():
         full = os.path.join(base, path) if path else base
+        if trusted is not None and changed is not None and want.kind != DIR and path not in changed:
+            parent, _, name = path.rpartition("/")
+            inode = listings.get(parent, {}).get(name)
+            if inode is not None and inode == _listing(trusted, parent, trusted_listings).get(name):
+                continue  # the very inode of the verified tree, which holds the same entry
         try:
             st = os.lstat(full)
         except FileNotFoundError:
@@ -67,17 +90,35 @@ def compare(index: Index, root: Path, *, trusted: Path | None = None, limit: int
         if kind == FILE:
             if st.st_size != want.size:
                 found.append(f"size {st.st_size}, expected {want.size}")
-            elif not _same_inode(st, trusted, path) and file_sha256(full) != want.sha256:
-                found.append("content differs from the layers")
+            elif not _same_inode(st, trusted, path):
+                to_hash.append((path, full, want.sha256))
         if kind == DIR and want.opaque and not _opaque(full):
             found.append(f"not marked opaque ({OPAQUE_XATTR})")
         if kind == DIR:
-            extra = sorted(set(os.listdir(full)) - index.children.get(path, set()))
+            listing = listings[path] = _listing(root, path, {})
+            extra = sorted(set(listing) - index.children.get(path, set()))
             if extra:
                 found.append(f"holds what the image does not: {', '.join(extra[:5])}")
         if found and problem(f"/{path}: " + "; ".join(found)):
             break
+    if len(problems) < limit and to_hash:
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            digests = pool.map(file_sha256, [full for _, full, _ in to_hash])
+            for (path, _, want_sha), digest in zip(to_hash, digests, strict=True):
+                if digest != want_sha and problem(f"/{path}: content differs from the layers"):
+                    break
     return problems
+
+
+def _listing(root: Path, path: str, cache: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Name → inode number of a directory's entries, from the listing alone ({} if it is none)."""
+    if path not in cache:
+        try:
+            with os.scandir(os.path.join(root, path) if path else root) as entries:
+                cache[path] = {entry.name: entry.inode() for entry in entries}
+        except (NotADirectoryError, FileNotFoundError):
+            cache[path] = {}
+    return cache[path]
 
 
 def _opaque(path: str) -> bool:
