@@ -193,10 +193,25 @@ def start_registry(state: DevState, url: str, log: Log) -> int | None:
     registry_dir.mkdir(parents=True, exist_ok=True)
     config.write_text(registry_config(registry_dir / "storage", url), encoding="utf-8")
     log_file = registry_dir / "registry.log"
+    if (registry_dir / "storage").is_dir():
+        compact_registry(config, log_file, log)
     log(f"starting docker-registry on {url}")
     pid = _spawn(["docker-registry", "serve", str(config)], log_file)
     _wait_for(lambda: registry_reachable(url), "docker-registry", log_file)
     return pid
+
+
+def compact_registry(config: Path, log_file: Path, log: Log) -> None:
+    """Free the blobs no manifest references any more (deleted tags, deleted test projects) while the
+    registry is stopped, the only time distribution's garbage collector may run. Untagged manifests
+    are kept: something may still be pulled by digest."""
+    log("compacting the local registry's storage (blobs no manifest references)")
+    with log_file.open("ab") as sink:
+        done = subprocess.run(
+            ["docker-registry", "garbage-collect", str(config)], stdout=sink, stderr=sink, check=False
+        )
+    if done.returncode != 0:
+        raise ToolError(f"docker-registry garbage-collect failed (exit {done.returncode}); see {log_file}")
 
 
 def stop(pid: int, expected_binary: str, log: Log) -> bool:

@@ -111,3 +111,68 @@ def test_dev_up_honours_docker_host_and_the_docker_binary(
     assert missing.returncode == 1
     assert f"docker client {absent} is missing" in missing.stderr.strip().splitlines()[-1]
     assert "Traceback" not in explicit.stderr + remote.stderr + missing.stderr
+
+
+@pytest.mark.registry
+def test_starting_the_registry_frees_blobs_no_manifest_references(tmp_path: Path) -> None:
+    """Deleted tags leave their blobs on disk; the next start of the embedded registry frees them."""
+    import hashlib
+
+    import httpx
+
+    from imagekit.devenv.services import DevState, start_registry, stop
+
+    url = f"127.0.0.1:{free_port()}"
+    state = DevState(tmp_path)
+    blobs = tmp_path / "dev" / "registry" / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    oci = "application/vnd.oci.image"
+
+    def put_blob(repository: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        started = httpx.post(f"http://{url}/v2/{repository}/blobs/uploads/")
+        location = httpx.URL(started.headers["Location"])
+        location = location if location.is_absolute_url else httpx.URL(f"http://{url}").join(location)
+        httpx.put(location.copy_merge_params({"digest": digest}), content=data).raise_for_status()
+        return digest
+
+    def put_image(repository: str, layer: bytes) -> tuple[str, str]:
+        """Push a one-layer image as `1.0`; (layer digest, manifest digest)."""
+        layer_digest, config_digest = put_blob(repository, layer), put_blob(repository, b"{}")
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": f"{oci}.manifest.v1+json",
+                "config": {"mediaType": f"{oci}.config.v1+json", "digest": config_digest, "size": 2},
+                "layers": [{"mediaType": f"{oci}.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
+            }
+        ).encode()
+        httpx.put(
+            f"http://{url}/v2/{repository}/manifests/1.0",
+            content=manifest,
+            headers={"Content-Type": f"{oci}.manifest.v1+json"},
+        ).raise_for_status()
+        return layer_digest, "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+    def data_of(digest: str) -> Path:
+        return blobs / digest[7:9] / digest[7:] / "data"
+
+    pid = start_registry(state, url, lambda _: None)
+    assert pid is not None
+    try:
+        kept, _ = put_image("site/kept", b"kept layer")
+        dropped, manifest = put_image("site/dropped", b"dropped layer")
+        httpx.delete(f"http://{url}/v2/site/dropped/manifests/{manifest}").raise_for_status()
+        assert data_of(dropped).is_file()
+    finally:
+        stop(pid, "docker-registry", lambda _: None)
+    pid = start_registry(state, url, lambda _: None)
+    assert pid is not None
+    try:
+        assert not data_of(dropped).exists(), "a blob no manifest references survived the restart"
+        assert data_of(kept).is_file(), "a blob a tagged manifest references was removed"
+        served = httpx.get(
+            f"http://{url}/v2/site/kept/manifests/1.0", headers={"Accept": f"{oci}.manifest.v1+json"}
+        )
+        assert served.status_code == 200
+    finally:
+        stop(pid, "docker-registry", lambda _: None)
