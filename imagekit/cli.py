@@ -6,6 +6,7 @@ would otherwise evaluate each string on every start): `imagekit --help` and `val
 """
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -42,8 +43,11 @@ ci_app = typer.Typer(
 )
 app.add_typer(ci_app, name="ci")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Output read later (CI job logs, pipes) gets tables as wide as their rows need, not the 80 columns Rich
+# assumes without a terminal: a digest or a processor name cut to "sha256…" is no use to an operator.
+_LOG_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+out = Console(soft_wrap=True, width=_LOG_WIDTH)
+err = Console(stderr=True, soft_wrap=True, width=_LOG_WIDTH)
 
 
 @dataclass
