@@ -160,6 +160,28 @@ def _refused(host: str, credentials: Credentials) -> InputError:
     )
 
 
+class _PlainHTTP(httpx.BaseTransport):
+    """One pool for a plain-HTTP (loopback) registry that builds no SSL context: loading the CA bundle
+    costs ~0.07 s per client. An https URL (a redirect to blob storage) gets a verifying pool, made once."""
+
+    def __init__(self, verify: bool | str) -> None:
+        self._verify = verify
+        self._plain = httpx.HTTPTransport(verify=False)  # never used for TLS: only http:// comes here
+        self._tls: httpx.HTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            return self._plain.handle_request(request)
+        if self._tls is None:
+            self._tls = httpx.HTTPTransport(verify=self._verify)
+        return self._tls.handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        if self._tls is not None:
+            self._tls.close()
+
+
 class RegistryClient:
     """One registry, one httpx session; every call retried on transient failures."""
 
@@ -189,6 +211,7 @@ class RegistryClient:
             verify=verify,
             follow_redirects=True,
             event_hooks=hooks,
+            transport=_PlainHTTP(verify) if insecure else None,
         )
 
     @classmethod

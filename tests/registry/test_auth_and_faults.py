@@ -94,3 +94,13 @@ def test_registry_stopped_mid_push_fails_clearly_then_the_next_push_completes(
     with RegistryClient.from_profile(at_registry) as client:
         digest = client.manifest_digest(repo, "1.0.0")
     assert digest and skopeo_digest(f"{registry.url}/{repo}:1.0.0") == digest
+
+
+def test_plain_http_registry_builds_no_ssl_context(profile: Profile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle cost every command on the loopback registry ~0.07 s; it is left unloaded."""
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")  # any SSL context built now fails
+    with pytest.raises(FileNotFoundError):
+        RegistryClient(profile.registry.url, insecure=False)
+    with RegistryClient(profile.registry.url, insecure=True) as client:
+        client.ping()
+        assert client.tags(f"{profile.registry.project}/no-such-repository") == []
