@@ -23,6 +23,24 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def push_cut_by_outage(env: dict[str, str], image: str, registry: OwnRegistry) -> tuple[int, str]:
+    """`imagekit push IMAGE` with the registry stopped once the upload has begun; (exit code, stderr)."""
+    pushing = subprocess.Popen(
+        [sys.executable, "-m", "imagekit.cli", "push", image],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert pushing.stderr is not None
+    lines = []
+    for line in pushing.stderr:
+        lines.append(line)
+        if "uploading" in line:
+            time.sleep(0.2)
+            registry.stop()
+            break
+    _, rest = pushing.communicate(timeout=120)
+    return pushing.returncode, "".join(lines) + rest
+
+
 class OwnRegistry:
     """A docker-registry of the test's own on a free loopback port; stop() and start() at will."""
 

@@ -4,15 +4,12 @@ the middle of a push and restarted."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
 import pytest
-from registry_parts import OwnRegistry, run_cli, skopeo_digest
+from registry_parts import OwnRegistry, push_cut_by_outage, run_cli, skopeo_digest
 
 from imagekit.config import Profile
 from imagekit.registry import RegistryClient, repository
@@ -65,21 +62,9 @@ def test_registry_stopped_mid_push_fails_clearly_then_the_next_push_completes(
     image = build_image("reg-fault", "1.0.0", payload=os.urandom(64 * 1024 * 1024))
     mark_scanned(image)
     env = {**cli_env, "IMAGEKIT_REGISTRY_URL": registry.url}
-    pushing = subprocess.Popen(
-        [sys.executable, "-m", "imagekit.cli", "push", image],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert pushing.stderr is not None
-    lines = []
-    for line in pushing.stderr:
-        lines.append(line)
-        if "uploading" in line:
-            time.sleep(0.2)
-            registry.stop()
-            break
-    _, rest = pushing.communicate(timeout=120)
-    assert pushing.returncode == 1, "".join(lines) + rest
-    last = rest.strip().splitlines()[-1]
+    code, stderr = push_cut_by_outage(env, image, registry)
+    assert code == 1, stderr
+    last = stderr.strip().splitlines()[-1]
     assert f"registry {registry.url} unreachable" in last and "tries" in last
 
     registry.start()

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from registry_parts import OwnRegistry, run_cli, skopeo_digest
+from registry_parts import OwnRegistry, push_cut_by_outage, run_cli, skopeo_digest
 from reliability_parts import Case
 
 from imagekit.config import Profile
@@ -63,21 +60,9 @@ def test_registry_stopped_mid_push_moves_nothing_and_the_next_push_completes(
 
     second = build_image("reg-outage", "1.1", payload=os.urandom(64 * 1024 * 1024))
     mark_scanned(second)
-    pushing = subprocess.Popen(
-        [sys.executable, "-m", "imagekit.cli", "push", second],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert pushing.stderr is not None
-    lines = []
-    for line in pushing.stderr:
-        lines.append(line)
-        if "uploading" in line:
-            time.sleep(0.2)
-            registry.stop()
-            break
-    _, rest = pushing.communicate(timeout=120)
-    assert pushing.returncode == 1, "".join(lines) + rest
-    assert f"registry {registry.url} unreachable" in rest.strip().splitlines()[-1]
+    code, stderr = push_cut_by_outage(env, second, registry)
+    assert code == 1, stderr
+    assert f"registry {registry.url} unreachable" in stderr.strip().splitlines()[-1]
 
     registry.start()
     after = _tags(profile, registry.url, "reg-outage")
