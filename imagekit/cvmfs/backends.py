@@ -6,7 +6,9 @@ transaction flag has no owner: any process could publish or abort another's work
 journalled before it is made, so an abort, or the next run after a crash (SIGKILL, power), undoes the
 changes made so far and the tree is exactly what it was.
 `cvmfs_server`: `transaction` (a template transaction `-T` to clone a flat), write in
-`/cvmfs/<repo>`, `publish`; on any failure `abort -f`, then the original error is reported.
+`/cvmfs/<repo>`, `publish`; on any failure `abort -f`, then the original error is reported. A whole new
+tree is built aside in the spool and landed by `cvmfs_server ingest` (its own transaction) before that
+transaction, instead of being written file by file through the transaction's union file system.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imagekit.config import Profile
-from imagekit.cvmfs.layout import STATE, normalise
+from imagekit.cvmfs.layout import CATALOG, STATE, normalise
 from imagekit.errors import MissingPartError, ToolError
 
 Log = Callable[[str], None]
@@ -155,8 +158,53 @@ class Backend:
     def revision(self) -> Revision | None:
         raise NotImplementedError
 
+    def aside(self) -> contextlib.AbstractContextManager[Aside | None]:
+        """Where a whole new tree is built outside the transaction, to be landed by `landed`; None where
+        the backend builds it inside its transaction (local: staged there, switched in by a rename)."""
+        return contextlib.nullcontext()
+
+    def landed(self, aside: Aside, log: Log) -> contextlib.AbstractContextManager[None]:
+        """The whole trees built `aside` put in place; removed again if the block fails."""
+        raise NotImplementedError
+
     def collect_garbage(self, log: Log) -> None:
         """The backend's own garbage collection, after imagekit removed what nothing references."""
+
+
+class Aside(Transaction):
+    """A publication built in a scratch directory, laid out as the tree: the whole trees (`trees`) are
+    landed by the backend on their own, the other files (`files`) are then written by `replay` in the
+    ordinary transaction, with the metadata."""
+
+    markers = False
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.trees: list[str] = []
+        self.files: list[str] = []
+
+    def new_tree(self, rel: str, template: str | None) -> Path:
+        assert template is None, "a tree built aside starts empty"
+        path = self.root / normalise(rel)
+        path.mkdir(mode=0o755, parents=True)
+        self.trees.append(normalise(rel))
+        return path
+
+    def place_tree(self, rel: str) -> None:
+        return None  # landed whole by the backend
+
+    def copy_tree(self, source: Path, rel: str) -> None:
+        path = self.root / normalise(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _link_copy(source, path)
+        self.trees.append(normalise(rel))
+
+    def _keep(self, rel: str) -> None:
+        self.files.append(normalise(rel))
+
+    def replay(self, txn: Transaction) -> None:
+        for rel in self.files:
+            txn.write_file(rel, (self.root / rel).read_bytes())
 
 
 # --- local ---------------------------------------------------------------------------------------------
@@ -462,11 +510,14 @@ class CvmfsServerBackend(Backend):
                 [self.binary, *args], capture_output=True, text=True, check=False, cwd="/", timeout=3600
             )
         except FileNotFoundError as exc:
-            raise MissingPartError(
-                "cvmfs_server",
-                "install cvmfs-server from the site's CERN apt repository on the Stratum 0 or publisher "
-                "(imagekit dev up does it with cvmfs.backend = cvmfs_server); see cvmfs/README.md",
-            ) from exc
+            raise self._missing() from exc
+
+    def _missing(self) -> MissingPartError:
+        return MissingPartError(
+            "cvmfs_server",
+            "install cvmfs-server from the site's CERN apt repository on the Stratum 0 or publisher "
+            "(imagekit dev up does it with cvmfs.backend = cvmfs_server); see cvmfs/README.md",
+        )
 
     def _abort(self, log: Log) -> None:
         done = self.run("abort", "-f", self.repository)
@@ -477,30 +528,68 @@ class CvmfsServerBackend(Backend):
         if (self.spool / "in_transaction.lock").exists():
             log(f"{self.repository} has an open transaction (an interrupted run?): aborting it first")
             self._abort(log)
-        self._drop_new_parent(log)
+        self._drop_pending(log)
+        shutil.rmtree(self._aside_dir, ignore_errors=True)  # what a killed run was building
 
     @property
-    def _new_parent_note(self) -> Path:
-        return self.spool / "imagekit.new-parent"
+    def _aside_dir(self) -> Path:
+        return self.spool / "imagekit.aside"
 
-    def _new_parent(self, destination: Path, log: Log) -> None:
+    @property
+    def _pending_note(self) -> Path:
+        return self.spool / "imagekit.pending"
+
+    def _missing_parents(self, rels: list[str]) -> list[str]:
+        """The parent directories of `rels` that are not in the repository yet, outermost first."""
+        missing: list[str] = []
+        for rel in rels:
+            parent = os.path.dirname(normalise(rel))
+            while parent and not (self.root / parent).is_dir() and parent not in missing:
+                missing.append(parent)
+                parent = os.path.dirname(parent)
+        return sorted(missing, key=lambda rel: rel.count("/"))
+
+    def _new_parent(self, rel: str, log: Log) -> None:
         """`transaction -T` clones only under an existing parent (upstream's CloneTree refuses with exit
-        22): a new parent (a `.flat/<xx>` bucket) is published first, and noted in the spool until the
-        clone is published, so that a failed or interrupted run removes it again."""
-        self._new_parent_note.write_text(str(destination.parent), encoding="utf-8")
-        with self._transaction(log, ()) as txn:
-            txn._parents(destination)
+        22): a new parent (a `.flat/<xx>` bucket) is published first, noted in the spool
+        (`_drop_pending`) until the clone is published."""
+        missing = self._missing_parents([rel])
+        self._note([f"parent {parent}" for parent in missing])
+        if missing:
+            with self._transaction(log, ()) as txn:
+                for parent in missing:
+                    (txn.root / parent).mkdir(mode=0o755)
 
-    def _drop_new_parent(self, log: Log) -> None:
+    def _note(self, lines: list[str]) -> None:
+        with self._pending_note.open("a", encoding="utf-8") as note:
+            note.writelines(f"{line}\n" for line in lines)
+
+    def _drop_pending(self, log: Log) -> None:
+        """Remove what a publication that did not complete made (the note's trees whole, its parents when
+        empty), newest first, in one transaction: nothing of it stays visible."""
         try:
-            parent = Path(self._new_parent_note.read_text(encoding="utf-8"))
+            lines = self._pending_note.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return
-        if parent.is_dir() and not any(parent.iterdir()):
-            log(f"removing {parent}, made for a clone that was never published")
+        drop: list[str] = []
+        for line in reversed(lines):
+            kind, _, rel = line.partition(" ")
+            whole = kind == "tree" and os.path.lexists(self.root / rel)
+            if whole or (kind == "parent" and _empty_dir(self.root, rel, drop)):
+                drop.append(rel)
+        if drop:
+            log(f"removing what a publication that did not complete made: /{', /'.join(drop)}")
             with self._transaction(log, ()) as txn:
-                txn.remove(str(parent.relative_to(self.root)))
-        self._new_parent_note.unlink()
+                for rel in drop:
+                    txn.remove(rel)
+        self._pending_note.unlink()
+
+    def _undo_pending(self, log: Log) -> None:
+        """`_drop_pending` after a failure, whose error is the one reported; the next run retries."""
+        try:
+            self._drop_pending(log)
+        except ToolError as exc:
+            log(f"{exc.message}; the next run of imagekit on {self.repository} removes it")
 
     @contextlib.contextmanager
     def transaction(self, log: Log, template: tuple[str, str] | None = None) -> Iterator[_ServerTransaction]:
@@ -509,15 +598,75 @@ class CvmfsServerBackend(Backend):
                 yield txn
             return
         source, destination = normalise(template[0]), normalise(template[1])
-        if not (self.root / destination).parent.is_dir():
-            self._new_parent(self.root / destination, log)
+        self._new_parent(destination, log)
         try:
             with self._transaction(log, ("-T", f"/{source}=/{destination}")) as txn:
                 yield txn
         except BaseException:
-            self._drop_new_parent(log)
+            self._undo_pending(log)
             raise
-        self._new_parent_note.unlink(missing_ok=True)
+        self._pending_note.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[Aside]:
+        scratch = self._aside_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        scratch.mkdir(parents=True)
+        try:
+            yield Aside(scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def landed(self, aside: Aside, log: Log) -> Iterator[None]:
+        """The whole trees built aside, by one `cvmfs_server ingest` (a revision of its own), noted in
+        the spool until the block is done; removed again (as `recover` does after a crash) if it fails."""
+        parents = self._missing_parents(aside.trees)
+        self._note([*(f"parent {rel}" for rel in parents), *(f"tree {rel}" for rel in aside.trees)])
+        try:
+            self._ingest(aside, parents, log)
+            yield
+        except BaseException:
+            self._undo_pending(log)
+            raise
+        self._pending_note.unlink(missing_ok=True)
+
+    def _ingest(self, aside: Aside, parents: list[str], log: Log) -> None:
+        """One tar from the repository's root into `cvmfs_server ingest -t - -b / -k`, which runs its own
+        transaction and publish and aborts itself on error: an entry of each missing parent (root, 0755:
+        ingest would make one itself, owned by nobody with `-k` on CVMFS 2.12), then the trees, whose
+        top entries carry their own owner and mode. Files of a chain snapshot are hard links to the
+        flat's: ingest clones their catalog entries instead of reading them again. No `--catalog`: a
+        flat brings its own `.cvmfscatalog`, and with both CVMFS 2.11.5 fails an assertion."""
+        for rel in parents:
+            os.chown(aside.root / rel, 0, 0)
+            os.chmod(aside.root / rel, 0o755)
+        log(f"ingesting /{', /'.join(aside.trees)} (cvmfs_server ingest)")
+        tar = ["tar", "--numeric-owner", "-C", str(aside.root), "-cf", "-"]
+        tar += ["--no-recursion", *parents, "--recursion", *aside.trees]
+        ingest = [self.binary, "ingest", "-t", "-", "-b", "/", "-k", self.repository]
+        with tempfile.TemporaryFile() as tar_errors:
+            packing = subprocess.Popen(tar, stdout=subprocess.PIPE, stderr=tar_errors)
+            assert packing.stdout is not None
+            try:
+                done = subprocess.run(
+                    ingest, stdin=packing.stdout, capture_output=True, text=True, check=False, cwd="/"
+                )
+            except FileNotFoundError as exc:
+                packing.kill()
+                raise self._missing() from exc
+            finally:
+                packing.stdout.close()
+                packing.wait()
+            tar_errors.seek(0)
+            tar_failed = tar_errors.read().decode(errors="replace").strip()
+        if done.returncode != 0 or packing.returncode != 0:
+            if (self.spool / "in_transaction.lock").exists():  # its own abort failed (a busy mount)
+                self._abort(log)
+            if done.returncode == 0:
+                raise ToolError(
+                    f"tar of {aside.root} failed (exit {packing.returncode}): {tar_failed[-300:]}"
+                )
+            raise ToolError(f"cvmfs_server ingest {self.repository} failed: {_tail(done)}")
 
     @contextlib.contextmanager
     def _transaction(self, log: Log, options: tuple[str, ...]) -> Iterator[_ServerTransaction]:
@@ -555,6 +704,15 @@ class CvmfsServerBackend(Backend):
         done = self.run("gc", "-f", self.repository)
         if done.returncode != 0:
             raise ToolError(f"cvmfs_server gc {self.repository} failed: {_tail(done)}")
+
+
+def _empty_dir(root: Path, rel: str, dropped: list[str]) -> bool:
+    """A directory with nothing in it but what is being dropped with it, and the `.cvmfscatalog` that
+    `cvmfs_server publish` made in it (the repository's `.cvmfsdirtab` names the buckets)."""
+    path = root / rel
+    if not path.is_dir() or path.is_symlink():
+        return False
+    return all(child.name == CATALOG or f"{rel}/{child.name}" in dropped for child in path.iterdir())
 
 
 def _tail(done: subprocess.CompletedProcess[str]) -> str:

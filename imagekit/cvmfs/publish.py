@@ -3,7 +3,9 @@
 One publication, under the repository lock and inside one backend transaction: pull by digest, build
 the flat (from a published flat whose layer chain this image extends, when there is one: only the new
 layers are applied), check it against its index, then write the flat's index, the metadata
-(manifest.json last: the mark of completeness) and the tag symlink.
+(manifest.json last: the mark of completeness) and the tag symlink. Where the backend builds a whole
+new flat aside (cvmfs_server), it is built and checked there, landed (ingested) and checked again where
+it landed before that transaction; a failure removes it again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagekit.config import Profile
-from imagekit.cvmfs.backends import Backend, Revision, Transaction, backend_for
+from imagekit.cvmfs.backends import Aside, Backend, Revision, Transaction, backend_for
 from imagekit.cvmfs.flatten import Limits, Stats, Tree, apply_layer
 from imagekit.cvmfs.index import Index
 from imagekit.cvmfs.layout import (
@@ -194,7 +196,7 @@ def _build_flat(
         log(f"starting from {base.dir}: {len(image.layers) - done} of {len(image.layers)} layers to apply")
     snapshot: tuple[str, set[str]] | None = None
     for n, layer in enumerate(image.layers[done:], start=done + 1):
-        if n == len(image.layers) and n - done >= 2 and _keep_chain(txn, tree, image.chain[:-1], work):
+        if n == len(image.layers) and n - done >= 2 and _keep_chain(txn, root, tree, image.chain[:-1], work):
             snapshot = (chain_rel(image.chain[:-1]), index.changed)
             index.changed = set()  # from here: what the last layer changes
         log(f"applying layer {layer.digest} ({layer.size / 1e6:.1f} MB)")
@@ -211,7 +213,7 @@ def _build_flat(
     if not problems and snapshot:  # what the chain shares with the flat was just verified
         rel = snapshot[0]
         problems = compare(
-            Index.load(root / f"{rel}.index.gz"), root / rel, trusted=work, changed=index.changed
+            Index.load(txn.root / f"{rel}.index.gz"), txn.root / rel, trusted=work, changed=index.changed
         )
     if problems:
         raise ToolError(
@@ -232,6 +234,18 @@ def _bucket_catalog(txn: Transaction, root: Path, rel: str) -> None:
         txn.write_file(f"{bucket}/{CATALOG}", b"")
 
 
+def _check_landed(aside: Aside, root: Path, image: Image) -> None:
+    """Each whole tree read back where the backend landed it, against its index (as built aside)."""
+    for rel in aside.trees:
+        index = index_rel(image.config_hex) if rel == flat_rel(image.config_hex) else f"{rel}.index.gz"
+        problems = compare(Index.load(aside.root / index), root / rel)
+        if problems:
+            raise ToolError(
+                f"{image.ref}: /{rel} as landed in {root} does not match its layers (nothing published): "
+                + "; ".join(problems[:5])
+            )
+
+
 def _place_layer(txn: Transaction, root: Path, layer: Layer, layerfs: Tree) -> None:
     """Check one `.layers/…/layerfs` against its index, then put it, its index and its catalogs in place."""
     assert layerfs.root is not None
@@ -247,10 +261,10 @@ def _place_layer(txn: Transaction, root: Path, layer: Layer, layerfs: Tree) -> N
     _bucket_catalog(txn, root, layer_rel(layer.digest))
 
 
-def _keep_chain(txn: Transaction, tree: Tree, chain: tuple[str, ...], work: Path) -> bool:
+def _keep_chain(txn: Transaction, root: Path, tree: Tree, chain: tuple[str, ...], work: Path) -> bool:
     """Snapshot the layers below the last one (hard links: no data is copied); False if it exists."""
     rel = chain_rel(chain)
-    if (txn.root / rel).is_dir():
+    if (root / rel).is_dir():
         return False
     txn.copy_tree(work, rel)
     txn.write_file(f"{rel}.index.gz", tree.index.dumps())
@@ -348,54 +362,55 @@ def _publish(
         # a flat lacking the wanted .layers is built again whole: a layerfs is written as its layer is applied
         base = None if complete or (root / flat).is_dir() else _base_for(root, image, layers)
         template = (base.dir, flat) if base else None
+        limits = Limits(profile.cvmfs.max_entries, profile.cvmfs.max_bytes)
+        whole = not complete and base is None and not layers and not os.path.lexists(root / flat)
         stats = Stats()
-        with backend.transaction(log, template) as txn:
-            if not complete:
-                stats = _build_flat(
-                    txn,
-                    image,
-                    source,
-                    base,
-                    root,
-                    log,
-                    layers,
-                    Limits(profile.cvmfs.max_entries, profile.cvmfs.max_bytes),
+        with contextlib.ExitStack() as landing:
+            aside = landing.enter_context(backend.aside()) if whole else None
+            if aside is not None:
+                stats = _build_flat(aside, image, source, None, root, log, layers, limits)
+                landing.enter_context(backend.landed(aside, log))  # removed again if what follows fails
+                _check_landed(aside, root, image)
+            with backend.transaction(log, template) as txn:
+                if aside is not None:
+                    aside.replay(txn)  # the flat's index and records, the bucket's catalog
+                elif not complete:
+                    stats = _build_flat(txn, image, source, base, root, log, layers, limits)
+                else:
+                    log(f"{flat} is already published: only the tag is added")
+                if not (root / ".cvmfsdirtab").exists():
+                    txn.write_file(".cvmfsdirtab", data_path("cvmfs/cvmfsdirtab").read_bytes())
+                revision = backend.revision()
+                publication = Publication(
+                    registry=image.registry,
+                    repository=repository,
+                    tag=tag,
+                    manifest_digest=image.manifest.digest,
+                    config_digest=image.config_digest,
+                    flat=flat,
+                    backend=backend.name,
+                    revision=(revision.number + 1) if revision else None,
+                    published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    published_by=_who(),
+                    incremental_from=base.dir if base else None,
+                    layers_applied=len(image.layers) - (len(base.chain) if base else 0)
+                    if stats.entries_written
+                    else 0,
+                    entries_written=stats.entries_written,
+                    bytes_written=stats.bytes_written,
+                    scan_status=scan_status,
+                    skip_scan_reason=skip_reason,
                 )
-            else:
-                log(f"{flat} is already published: only the tag is added")
-            if not (root / ".cvmfsdirtab").exists():
-                txn.write_file(".cvmfsdirtab", data_path("cvmfs/cvmfsdirtab").read_bytes())
-            revision = backend.revision()
-            publication = Publication(
-                registry=image.registry,
-                repository=repository,
-                tag=tag,
-                manifest_digest=image.manifest.digest,
-                config_digest=image.config_digest,
-                flat=flat,
-                backend=backend.name,
-                revision=(revision.number + 1) if revision else None,
-                published_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                published_by=_who(),
-                incremental_from=base.dir if base else None,
-                layers_applied=len(image.layers) - (len(base.chain) if base else 0)
-                if stats.entries_written
-                else 0,
-                entries_written=stats.entries_written,
-                bytes_written=stats.bytes_written,
-                scan_status=scan_status,
-                skip_scan_reason=skip_reason,
-            )
-            files = {
-                "config.json": image.config_raw,
-                "layers.json": json.dumps([layer.__dict__ for layer in image.layers], indent=2).encode(),
-                PUBLICATION: publication.model_dump_json(indent=2).encode(),
-            }
-            if image.index is not None:
-                files["index.json"] = image.index.raw
-            files[MANIFEST] = image.manifest.raw
-            txn.write_dir(meta, files)
-            txn.symlink(link, link_to(link, flat))
+                files = {
+                    "config.json": image.config_raw,
+                    "layers.json": json.dumps([layer.__dict__ for layer in image.layers], indent=2).encode(),
+                    PUBLICATION: publication.model_dump_json(indent=2).encode(),
+                }
+                if image.index is not None:
+                    files["index.json"] = image.index.raw
+                files[MANIFEST] = image.manifest.raw
+                txn.write_dir(meta, files)
+                txn.symlink(link, link_to(link, flat))
         final = backend.revision()
         if final is not None and final.number != publication.revision:
             publication = publication.model_copy(

@@ -26,7 +26,7 @@ import pytest
 
 from imagekit import cvmfs
 from imagekit.config import Profile
-from imagekit.cvmfs.backends import Revision, backend_for
+from imagekit.cvmfs.backends import CvmfsServerBackend, Revision, backend_for
 from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.errors import ToolError
 from imagekit.registry import RegistryClient
@@ -37,11 +37,13 @@ from .test_publish_local import BASE, COTS, code, tree_hash
 pytestmark = [pytest.mark.registry]
 STANDIN = Path(__file__).parent / "standin" / "cvmfs_server"
 NO_REAL_SERVER = "no real cvmfs_server installed (put one on PATH or set IMAGEKIT_CVMFS_SERVER_BINARY)"
-# Logs each call, then runs the server; `publish` from IMAGEKIT_TEST_PUBLISH_CWD when set (a cwd under
-# /cvmfs/<repo> is what makes a real publish fail).
+# Logs each call, then runs the server; `publish` from IMAGEKIT_TEST_PUBLISH_CWD when set, and the n-th
+# call of a command (IMAGEKIT_TEST_FAIL=<command>:<n>, counted since the log was read) from
+# IMAGEKIT_TEST_FAIL_CWD (a cwd under /cvmfs/<repo> is what makes a real publish or ingest fail).
 SHIM = """#!/bin/sh
 echo "$*" >> '{log}'
 if [ "$1" = publish ] && [ -n "${{IMAGEKIT_TEST_PUBLISH_CWD:-}}" ]; then cd "$IMAGEKIT_TEST_PUBLISH_CWD"; fi
+if [ "$1:$(grep -c "^$1 " '{log}')" = "${{IMAGEKIT_TEST_FAIL:-}}" ]; then cd "$IMAGEKIT_TEST_FAIL_CWD"; fi
 exec '{server}' "$@"
 """
 
@@ -125,6 +127,12 @@ def _publish(profile: Profile, ref: str) -> cvmfs.PublishResult:
     return cvmfs.publish(profile, ref, skip_reason="test")
 
 
+def _full(repo: str) -> list[str]:
+    """The calls of a full publish: the flat (and the chain snapshot, when the image has one) ingested
+    in one go, then one transaction for its index and the metadata."""
+    return [f"ingest -t - -b / -k {repo}", f"transaction {repo}", f"publish {repo}"]
+
+
 def test_publish_code_only_version_and_channel_flip(server: Server, registry_client: RegistryClient) -> None:
     profile, repo = server.profile, server.repository
     repository = f"{profile.registry.project}/proc"
@@ -133,8 +141,8 @@ def test_publish_code_only_version_and_channel_flip(server: Server, registry_cli
     start = server.revision()
 
     first = _publish(profile, "proc:1.0")
-    assert server.calls() == [f"transaction {repo}", f"publish {repo}"]
-    assert first.publication.revision == start + 1 == server.revision()
+    assert server.calls() == _full(repo)
+    assert first.publication.revision == start + 2 == server.revision()
 
     assert _publish(profile, "proc:1.0").noop
     assert server.calls() == []
@@ -149,7 +157,8 @@ def test_publish_code_only_version_and_channel_flip(server: Server, registry_cli
     bucket = [f"transaction {repo}", f"publish {repo}"] if new_bucket else []
     assert calls == [*bucket, f"transaction -T {template} {repo}", f"publish {repo}"]
     assert "//" not in calls[-2] and not template.endswith("/")
-    assert second.publication.revision == start + 2 + new_bucket == server.revision()
+    # the clone is a revision of its own (committed when `-T` opens), then the publish
+    assert second.publication.revision == start + 4 + new_bucket == server.revision()
     assert second.publication.layers_applied == 1
     assert second.publication.bytes_written < 20_000  # the code layer and .singularity.d, never the COTS
     assert tree_hash(v1_flat) == before
@@ -217,8 +226,8 @@ def test_an_open_transaction_from_a_crash_is_aborted_first(
     again = subprocess.run([server.server, "transaction", repo], capture_output=True, text=True, cwd="/")
     assert again.returncode == 17  # what imagekit reports as "another transaction is open"
 
-    assert _publish(profile, "proc:1.0").publication.revision == start + 1
-    assert server.calls() == [f"abort -f {repo}", f"transaction {repo}", f"publish {repo}"]
+    assert _publish(profile, "proc:1.0").publication.revision == start + 2
+    assert server.calls() == [f"abort -f {repo}", *_full(repo)]
     assert not (server.root / "left-by-the-crash").exists()
     assert cvmfs.verify(profile).problems == {}
 
@@ -246,7 +255,7 @@ def test_a_held_lock_stops_a_concurrent_publish(server: Server, registry_client:
         release.set()
         holder.join()
     _publish(profile, "proc:1.0")
-    assert server.calls() == [f"transaction {repo}", f"publish {repo}"]
+    assert server.calls() == _full(repo)
 
 
 def test_rollback_and_gc(server: Server, registry_client: RegistryClient) -> None:
@@ -276,3 +285,117 @@ def test_rollback_and_gc(server: Server, registry_client: RegistryClient) -> Non
     assert cvmfs.published(profile, repository, "1.1") is None
     assert not os.path.lexists(server.root / profile.registry.url / f"{repository}:1.1")
     assert (channel / "opt/processor/VERSION").read_text() == "1.0"
+
+
+OWNED = layer(
+    E("home", "d", mode=0o755),
+    E("home/user", "d", mode=0o750, uid=1000, gid=100),
+    E("home/user/data", "f", "mine", 0o640, uid=1000, gid=100),
+    E("home/user/same", "h", "home/user/data", 0o640, uid=1000, gid=100),
+    E("usr", "d", mode=0o755),
+    E("usr/bin", "d", mode=0o755),
+    E("usr/bin/su", "f", "su", 0o4755),
+    E("usr/bin/sh", "l", "su"),
+)
+
+
+def test_a_full_publish_is_ingested_with_owners_kept(
+    server: Server, registry_client: RegistryClient, tree_profile: Profile
+) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/owned"
+    push_layers(registry_client, repository, "1.0", [BASE, OWNED])
+    flat = _publish(profile, "owned:1.0").publication.flat
+    assert server.calls() == _full(repo)
+    for parent in (".flat", str(Path(flat).parent), ".imagekit", ".imagekit/chains"):
+        st = os.lstat(server.root / parent)  # from the tar's own entries, not made by ingest (nobody)
+        assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o755"), parent
+
+    local = _publish(tree_profile, "owned:1.0").publication.flat  # the local backend, file by file
+    assert local == flat
+    ingested, written = server.root / flat, Path(tree_profile.cvmfs.root) / flat
+    assert tree_hash(ingested) == tree_hash(written)
+    for rel in ("", "home/user", "home/user/data", "usr/bin/su"):
+        got, want = os.lstat(ingested / rel), os.lstat(written / rel)
+        assert (got.st_mode, got.st_uid, got.st_gid) == (want.st_mode, want.st_uid, want.st_gid), rel
+    assert os.lstat(ingested / "home/user/data")[4:6] == (1000, 100)
+    assert cvmfs.verify(profile).problems == {}
+
+
+def test_a_failed_ingest_leaves_nothing_and_the_next_publish_works(
+    server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
+    before, revision = tree_hash(server.root), server.revision()
+    monkeypatch.setenv("IMAGEKIT_TEST_FAIL", "ingest:1")
+    monkeypatch.setenv("IMAGEKIT_TEST_FAIL_CWD", str(server.root))
+    cwd = rf"Current working directory is in /cvmfs/{re.escape(repo)}\."
+    with pytest.raises(ToolError, match=rf"cvmfs_server ingest {re.escape(repo)} failed: exit 1: .*{cwd}"):
+        _publish(profile, "proc:1.0")
+    # ingest's own abort could not unmount the file system its cwd held: imagekit aborts
+    assert server.calls() == [f"ingest -t - -b / -k {repo}", f"abort -f {repo}"]
+    assert tree_hash(server.root) == before and server.revision() == revision
+    assert not (server.spool / "in_transaction.lock").exists()
+    assert not (server.spool / "imagekit.pending").exists()
+
+    monkeypatch.delenv("IMAGEKIT_TEST_FAIL")
+    again = _publish(profile, "proc:1.0")
+    assert server.calls() == _full(repo)
+    assert cvmfs.verify(profile).problems == {}
+    assert (server.root / again.publication.flat / "opt/processor/VERSION").read_text() == "1.0"
+
+
+def test_a_failure_after_the_ingest_removes_what_it_landed(
+    server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
+    before, revision = tree_hash(server.root), server.revision()
+    monkeypatch.setenv("IMAGEKIT_TEST_FAIL", "publish:1")  # the metadata's publish
+    monkeypatch.setenv("IMAGEKIT_TEST_FAIL_CWD", str(server.root))
+    with pytest.raises(ToolError, match=rf"publish {re.escape(repo)} failed: exit 1: Current working"):
+        _publish(profile, "proc:1.0")
+    assert server.calls() == [
+        *_full(repo),
+        f"abort -f {repo}",
+        *[f"transaction {repo}", f"publish {repo}"],  # the flat, its chain snapshot, their parents removed
+    ]
+    assert tree_hash(server.root) == before and server.revision() == revision + 2
+    assert not (server.spool / "imagekit.pending").exists()
+    assert cvmfs.published(profile, repository, "1.0") is None
+    monkeypatch.delenv("IMAGEKIT_TEST_FAIL")
+    _publish(profile, "proc:1.0")
+    assert cvmfs.verify(profile).problems == {}
+
+
+def test_what_an_interrupted_ingest_left_is_removed_by_the_next_run(
+    server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
+    # a run that dies after the flat was ingested, before it could remove it: its note stays
+    with monkeypatch.context() as dying:
+        dying.setattr(CvmfsServerBackend, "_undo_pending", lambda self, log: None)
+        dying.setenv("IMAGEKIT_TEST_FAIL", "publish:1")
+        dying.setenv("IMAGEKIT_TEST_FAIL_CWD", str(server.root))
+        with pytest.raises(ToolError):
+            _publish(profile, "proc:1.0")
+    pending = (server.spool / "imagekit.pending").read_text().splitlines()
+    flat = next(line.split()[1] for line in pending if line.startswith("tree .flat/"))
+    assert (server.root / flat).is_dir() and cvmfs.published(profile, repository, "1.0") is None
+    server.calls()
+
+    lines: list[str] = []
+    again = cvmfs.publish(profile, "proc:1.0", skip_reason="test", log=lines.append)
+    calls = server.calls()
+    # first the flat and its parents removed in one transaction, then the publication from scratch
+    assert calls[:2] == [f"transaction {repo}", f"publish {repo}"]
+    assert any(line.startswith("removing what a publication that did not complete made") for line in lines)
+    assert calls[2:] == _full(repo)
+    assert not (server.spool / "imagekit.pending").exists()
+    assert cvmfs.verify(profile).problems == {}
+    assert (server.root / again.publication.flat / "opt/processor/VERSION").read_text() == "1.0"
