@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from rebuild import NAIVE_DOCKERFILE, change_code, dangling, make_processor
+from rebuild import NAIVE_DOCKERFILE, change_code, make_processor
 
 from imagekit.catalog import resolve_base
 from imagekit.config import Profile, load_profile
@@ -69,17 +69,6 @@ def naive(profile: Profile, directory: Path) -> dict[str, float]:
     return {"bytes": results[1].uploaded_bytes, "seconds": results[1].seconds}
 
 
-def own_dangling(docker: str, before: set[str]) -> list[str]:
-    """Untagged images that appeared during the run and hold the bench's COTS (its stage images);
-    those of others building on the same engine meanwhile are left alone."""
-    mine = []
-    for image in dangling(docker) - before:
-        steps = [docker, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]
-        if "/tmp/cots/tool-" in subprocess.run(steps, capture_output=True, text=True, check=False).stdout:
-            mine.append(image)
-    return mine
-
-
 def cleanup(profile: Profile) -> None:
     with RegistryClient.from_profile(profile) as client:
         for name in ("bench-proc", "bench-proc.history", "bench-naive"):
@@ -93,7 +82,6 @@ def main() -> int:
     profile.registry.project = f"imagekit-bench-{uuid.uuid4().hex[:8]}"
     docker = profile.engine.docker
     load_before = os.getloadavg()[0]
-    dangling_before = dangling(docker)
     tags = ["bench-proc:1.0.0", "bench-proc:1.0.1", "bench-naive:1.0.0", "bench-naive:1.0.1"]
     with tempfile.TemporaryDirectory(prefix="imagekit-bench-push-") as tmp:
         directory = make_processor(Path(tmp))
@@ -102,11 +90,6 @@ def main() -> int:
         finally:
             cleanup(profile)
             subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
-            leftovers = own_dangling(docker, dangling_before)
-            if leftovers:
-                subprocess.run(
-                    [docker, "image", "rm", "--force", *leftovers], capture_output=True, check=False
-                )
     mb = 1e6
     print(f"push bench: code-only change of the rebuild bench's processor, registry {profile.registry.url}")
     print(f"load average (1 min) at the start and the end: {load_before:.1f}, {os.getloadavg()[0]:.1f}")

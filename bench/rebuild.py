@@ -3,13 +3,17 @@
 A processor with 2 x 110 MB of COTS and ~1 MB of its own code is built cold (no cache), then rebuilt
 after a one-line code change. The naive baseline, in the same run and on the same engine, is what a
 scientist writes by hand: `COPY . /opt/processor`, then the installs. Printed: build times, bytes of
-the layers each rebuild created, and the ratios against the targets (rebuild <= 15% of cold; new
-bytes <= 1.05 x the code a change re-ships).
+the layers each rebuild created, and the ratios against the targets (cold build <= 1.1 x the naive
+one; rebuild <= 15% of cold; new bytes <= 1.05 x the code a change re-ships).
+
+Other builds may share the engine, so the bench removes only its own tags and the stage images its
+own builds left dangling, read from their output (" ---> <id>"), never every dangling image.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,10 +25,14 @@ from pathlib import Path
 from imagekit.catalog import resolve_base
 from imagekit.config import Profile, load_profile
 from imagekit.pipeline import build_processor
+from imagekit.render import WORK_DIR
 
 COTS_MB = 110
 CODE_FILES = 8
 CODE_FILE_BYTES = 128 * 1024
+COLD_TARGET = 1.1
+# each build step ends with its image's short id: " ---> 1a2b3c4d5e6f" (docker), "--> 1a2b3c4d5e6" (podman)
+STEP_IMAGE = re.compile(r"^\s*-{2,3}> ([0-9a-f]{11,12})\b", re.MULTILINE)
 
 NAIVE_DOCKERFILE = """\
 FROM {base}
@@ -121,6 +129,19 @@ def dangling(docker: str) -> set[str]:
     return set(subprocess.run(listed, capture_output=True, text=True, check=True).stdout.split())
 
 
+def remove_own(docker: str, tags: list[str], steps: set[str]) -> None:
+    """The bench's tags, then the dangling images among its own builds' step images: a build running
+    beside the bench has its intermediate images dangling for a moment, and must keep them."""
+    subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
+    own = [
+        image
+        for image in dangling(docker)
+        if {image.removeprefix("sha256:")[:12], image.removeprefix("sha256:")[:11]} & steps
+    ]
+    if own:
+        subprocess.run([docker, "image", "rm", "--force", *own], capture_output=True, check=False)
+
+
 def change_code(directory: Path) -> None:
     with (directory / "src" / "module_0.py").open("a") as module:
         module.write("FIXED = True  # a scientist's one-line fix\n")
@@ -132,9 +153,13 @@ def timed(action) -> float:  # type: ignore[no-untyped-def]
     return time.monotonic() - start
 
 
-def bench_imagekit(profile: Profile, directory: Path, docker: str) -> dict[str, float]:
+def bench_imagekit(profile: Profile, directory: Path, docker: str, steps: set[str]) -> dict[str, float]:
     def build(no_cache: bool) -> None:
-        build_processor(directory, profile, on_line=lambda _line: None, no_cache=no_cache)
+        try:
+            build_processor(directory, profile, on_line=lambda _line: None, no_cache=no_cache)
+        finally:
+            log = directory / WORK_DIR / "build.log"
+            steps.update(STEP_IMAGE.findall(log.read_text(encoding="utf-8", errors="replace")))
 
     cold = timed(lambda: build(True))
     subprocess.run([docker, "tag", "bench-proc:1.0.0", "bench-proc:before"], check=True)
@@ -147,7 +172,7 @@ def bench_imagekit(profile: Profile, directory: Path, docker: str) -> dict[str, 
     }
 
 
-def bench_naive(profile: Profile, directory: Path, docker: str) -> dict[str, float]:
+def bench_naive(profile: Profile, directory: Path, docker: str, steps: set[str]) -> dict[str, float]:
     base = resolve_base("debian-12", profile.data_dir).pinned
     context = directory.parent / "naive"
     shutil.copytree(directory, context, ignore=shutil.ignore_patterns(".imagekit"))
@@ -155,9 +180,11 @@ def bench_naive(profile: Profile, directory: Path, docker: str) -> dict[str, flo
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
 
     def build(no_cache: bool) -> None:
-        command = [docker, "build", "--network", profile.engine.network, "-q", "-t", "bench-naive:latest"]
+        command = [docker, "build", "--network", profile.engine.network, "-t", "bench-naive:latest"]
         flags = ["--no-cache"] if no_cache else []
-        subprocess.run([*command, *flags, str(context)], env=env, check=True, capture_output=True)
+        done = subprocess.run([*command, *flags, str(context)], env=env, capture_output=True, text=True)
+        steps.update(STEP_IMAGE.findall(done.stdout))
+        done.check_returncode()
 
     cold = timed(lambda: build(True))
     subprocess.run([docker, "tag", "bench-naive:latest", "bench-naive:before"], check=True)
@@ -173,27 +200,23 @@ def bench_naive(profile: Profile, directory: Path, docker: str) -> dict[str, flo
 def main() -> int:
     profile = load_profile().profile
     docker = profile.engine.docker
-    dangling_before = dangling(docker)
+    steps: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="imagekit-bench-") as tmp:
         directory = make_processor(Path(tmp))
         code = code_bytes(directory)
         try:
-            ours = bench_imagekit(profile, directory, docker)
-            naive = bench_naive(profile, directory, docker)
+            ours = bench_imagekit(profile, directory, docker, steps)
+            naive = bench_naive(profile, directory, docker, steps)
         finally:
             tags = ["bench-proc:1.0.0", "bench-proc:before", "bench-naive:latest", "bench-naive:before"]
-            subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
-            leftovers = dangling(docker) - dangling_before
-            if leftovers:  # the bench's own stage images; others' dangling images stay
-                subprocess.run(
-                    [docker, "image", "rm", "--force", *leftovers], capture_output=True, check=False
-                )
+            remove_own(docker, tags, steps)
     mb = 1e6
     print(
         f"rebuild bench: {2 * COTS_MB} MB of COTS, {code / mb:.2f} MB of code, engine {profile.engine.name}"
     )
     print(f"{'':34}{'imagekit':>12}{'naive':>12}{'ratio':>10}")
     print(f"{'cold build (s)':34}{ours['cold']:12.1f}{naive['cold']:12.1f}")
+    print(f"{f'cold imagekit / naive (target <= {COLD_TARGET})':34}{ours['cold'] / naive['cold']:12.2f}")
     print(
         f"{'code-only rebuild (s)':34}{ours['rebuild']:12.1f}{naive['rebuild']:12.1f}"
         f"{naive['rebuild'] / ours['rebuild']:9.1f}x"

@@ -44,6 +44,8 @@ LOCK_DIR = "/opt/imagekit"
 APT_LIST = "/etc/apt/sources.list"
 COTS_DOWNLOADS = "/tmp/cots"
 COTS_STAGING = "/out"
+COTS_CONTEXT = "cots"
+"""Where the build context holds each local COTS, repacked as `<name>.tar` for `ADD <tar> /`."""
 DEFAULT_USER_NAME = "processor"
 CACHE_PATTERNS = (
     ".git",
@@ -83,17 +85,27 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Repack(_Frozen):
+    """How render() rewrites a local COTS archive: placed as `tar -xf --strip-components` would."""
+
+    sha256: str
+    """Checked while repacking, so a wrong COTS checksum fails before any build."""
+    extract_to: str
+    strip_components: int
+
+
 class ContextFile(_Frozen):
     """A file or folder of the build context, and where render() copies it from."""
 
     path: str
-    """Path inside the build context (the same relative path as in the processor directory)."""
+    """Path inside the build context (the same relative path as in the processor directory, or
+    cots/<name>.tar for a repacked COTS archive)."""
     source: str
     """Path relative to the processor directory, or an absolute host path for a site CA file."""
     field: str
     """The manifest field or site setting that named it."""
-    sha256: str = ""
-    """Checked while copying, so a wrong COTS checksum fails before any build."""
+    repack: Repack | None = None
+    """Set for a local COTS archive, which is repacked rather than copied."""
 
 
 class CopyStep(_Frozen):
@@ -124,21 +136,24 @@ class Mirrors(_Frozen):
 
 
 class Cots(_Frozen):
+    """A local COTS is ADDed from its repacked tar; a remote one is downloaded, checked and unpacked
+    in a stage of its own (`stage`, `archive`, `staged` are set for it alone)."""
+
     name: str
     version: str
     license: str
-    stage: str
     source: str
-    """Path inside the build context, or an https URL the engine downloads."""
+    """The repacked tar inside the build context, or an https URL the engine downloads."""
     remote: bool
-    archive: str
-    """Path of the downloaded archive inside the COTS stage."""
     sha256: str
     extract_to: str
-    staged: str
-    """Where the COTS stage unpacks, to be copied alone into `extract_to`."""
     strip_components: int
     env: dict[str, str]
+    stage: str = ""
+    archive: str = ""
+    """Path of the downloaded archive inside the COTS stage."""
+    staged: str = ""
+    """Where the COTS stage unpacks, to be copied alone into `extract_to`."""
 
 
 class PythonDeps(_Frozen):
@@ -278,36 +293,55 @@ def _cots(manifest: LoadedManifest, files: list[ContextFile]) -> list[Cots]:
     for index, item in enumerate(manifest.processor.cots):
         field = f"cots[{index}].source"
         remote = is_remote(item.source)
-        if remote:
-            problem = cots_url_problem(item.source)
-            if problem:
-                raise _fail(manifest, field, problem)
-            source = item.source
-        else:
-            source = _local(manifest, field, item.source)
-            files.append(ContextFile(path=source, source=source, field=field, sha256=item.sha256))
         filename = cots_archive_name(item.source, item.name)
         problem = archive_name_problem(filename)
         if problem:
             raise _fail(manifest, field, problem)
         extract_to = posixpath.normpath(item.extract_to)
+        if remote:
+            problem = cots_url_problem(item.source)
+            if problem:
+                raise _fail(manifest, field, problem)
+            source, stage = item.source, f"cots-{item.name}"
+            archive, staged = f"{COTS_DOWNLOADS}/{filename}", COTS_STAGING + extract_to
+        else:
+            local = _local(manifest, field, item.source)
+            source, stage, archive, staged = f"{COTS_CONTEXT}/{item.name}.tar", "", "", ""
+            repack = Repack(sha256=item.sha256, extract_to=extract_to, strip_components=item.strip_components)
+            files.append(ContextFile(path=source, source=local, field=field, repack=repack))
         items.append(
             Cots(
                 name=item.name,
                 version=" ".join(item.version.split()),
                 license=" ".join(item.license.split()),
-                stage=f"cots-{item.name}",
                 source=source,
                 remote=remote,
-                archive=f"{COTS_DOWNLOADS}/{filename}",
                 sha256=item.sha256,
                 extract_to=extract_to,
-                staged=COTS_STAGING + extract_to,
                 strip_components=item.strip_components,
                 env=_env(manifest, f"cots[{index}].env", item.env),
+                stage=stage,
+                archive=archive,
+                staged=staged,
             )
         )
     return items
+
+
+def _repacked_apart(manifest: LoadedManifest, files: list[ContextFile]) -> None:
+    """No processor file may sit where a repacked COTS archive is written, or hold it."""
+    repacked = {f.path: f for f in files if f.repack}
+    for other in files:
+        if other.repack:
+            continue
+        for path, item in repacked.items():
+            if other.path == path or path.startswith(other.path.rstrip("/") + "/"):
+                raise _fail(
+                    manifest,
+                    other.field,
+                    f"'{other.source}' would take the place of {path}, where imagekit writes the "
+                    f"repacked archive of {item.field.removesuffix('.source')}; move it elsewhere",
+                )
 
 
 def _user(manifest: LoadedManifest, profile: BaseProfile) -> User:
@@ -437,6 +471,7 @@ def render_context(
 
     app_copies = _copies(manifest, "app", processor.app.copy_, files) if processor.app else []
     cots = _cots(manifest, files)
+    _repacked_apart(manifest, files)
     unique = {f.path: f for f in files}
     runtime = processor.runtime
     return RenderContext(

@@ -2,13 +2,13 @@
 
 Everything is written into a staging directory beside `out_dir` and swapped in at the end, so a
 failure leaves `out_dir` as it was. The context holds only the files the Dockerfile uses, at the
-same relative paths as in the processor directory, plus the site CA files under site/.
+same relative paths as in the processor directory, plus the site CA files under site/ and each
+local COTS archive repacked as cots/<name>.tar (`repack.py`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import re
 import shutil
@@ -23,7 +23,8 @@ from imagekit.catalog import BaseRef
 from imagekit.config import SiteSettings
 from imagekit.errors import InputError
 from imagekit.manifest import LoadedManifest
-from imagekit.render.context import CACHE_PATTERNS, ContextFile, render_context
+from imagekit.render.context import CACHE_PATTERNS, ContextFile, Repack, render_context
+from imagekit.render.repack import ChecksumMismatch, Placement, RepackError, repack_archive, reuse_previous
 from imagekit.render.source import SourceInfo
 from imagekit.render.templates import environment, render_template
 
@@ -94,29 +95,39 @@ def _copy_tree(source: Path, target: Path, skip: set[Path]) -> None:
                 _place(path, copied)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def _repack(
+    manifest: LoadedManifest, item: ContextFile, repack: Repack, source: Path, target: Path, previous: Path
+) -> None:
+    """The local COTS archive, checked against its sha256 while it is read, as the tar ADD unpacks;
+    `previous`, the same file of the last render, is reused when it was made from the same archive."""
+    placement = Placement(extract_to=repack.extract_to, strip_components=repack.strip_components)
+    try:
+        if not reuse_previous(previous, source, target, placement, repack.sha256):
+            repack_archive(source, target, placement, repack.sha256)
+    except ChecksumMismatch as exc:
+        field = item.field.removesuffix(".source") + ".sha256"
+        raise InputError(
+            f"{manifest.path}: {field}: {item.source} has sha256 {exc.actual}, "
+            f"the manifest says {repack.sha256}"
+        ) from None
+    except RepackError as exc:
+        raise InputError(f"{manifest.path}: {item.field}: {item.source}: {exc}") from None
 
 
-def _copy_context_file(manifest: LoadedManifest, item: ContextFile, staging: Path, skip: set[Path]) -> None:
+def _copy_context_file(
+    manifest: LoadedManifest, item: ContextFile, staging: Path, out_dir: Path, skip: set[Path]
+) -> None:
     source = Path(item.source) if Path(item.source).is_absolute() else manifest.directory / item.source
     where = item.field if item.field.startswith("site.") else f"{manifest.path}: {item.field}"
     if not source.exists():
         raise InputError(f"{where}: '{item.source}' does not exist")
     if item.field.startswith("site.") and not source.is_file():
         raise InputError(f"{where}: '{item.source}' is not a CA certificate file")
-    if item.sha256:
-        actual = _sha256(source)
-        if actual != item.sha256:
-            field = item.field.removesuffix(".source") + ".sha256"
-            raise InputError(
-                f"{manifest.path}: {field}: {item.source} has sha256 {actual}, "
-                f"the manifest says {item.sha256}"
-            )
     target = staging / item.path
     target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
+    if item.repack:
+        _repack(manifest, item, item.repack, source, target, out_dir / item.path)
+    elif source.is_dir():
         _copy_tree(source, target, skip)
     elif not target.exists():
         _place(source, target)
@@ -185,7 +196,7 @@ def render(
         if target == "docker":
             skip = {out_dir.resolve(), staging.resolve()}
             for item in context.files:
-                _copy_context_file(manifest, item, staging, skip)
+                _copy_context_file(manifest, item, staging, out_dir, skip)
         for name, text in texts.items():
             (staging / name).write_text(text, encoding="utf-8")
             (staging / name).chmod(0o644)

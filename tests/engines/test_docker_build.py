@@ -69,8 +69,8 @@ def test_code_change_reuses_every_cots_and_system_layer(
     changed = [i for i, (a, b) in enumerate(zip(first.diff_ids, second.diff_ids, strict=True)) if a != b]
     assert changed and min(changed) == shared, "the first layer that changes is the app's own"
     dockerfile = (default_render_dir_of(directory) / "Dockerfile").read_text()
-    assert dockerfile.index("apt-get install") < dockerfile.index("COPY --from=cots-tool-a")
-    assert dockerfile.index("COPY --from=cots-tool-b") < dockerfile.index("COPY bin/ /opt/processor/bin/")
+    assert dockerfile.index("apt-get install") < dockerfile.index("ADD cots/tool-a.tar /")
+    assert dockerfile.index("ADD cots/tool-b.tar /") < dockerfile.index("COPY bin/ /opt/processor/bin/")
 
 
 def test_a_failing_run_names_the_instruction_and_tags_nothing(

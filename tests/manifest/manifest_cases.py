@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-"""sha256 of the COTS archive below, whose content is `test`."""
+import hashlib
+import io
+import tarfile
+
+
+def _archive() -> str:
+    """A vendor's tar holding `vendor-tool-2.11.0/bin/tool` (render repacks the archive, so it must
+    be one); its ustar headers are ASCII, so it is written as text like the other files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        info = tarfile.TarInfo("vendor-tool-2.11.0/bin/tool")
+        info.size, info.mode = 4, 0o755
+        archive.addfile(info, io.BytesIO(b"test"))
+    return buffer.getvalue().decode("ascii")
+
+
+ARCHIVE = _archive()
+SHA = hashlib.sha256(ARCHIVE.encode("ascii")).hexdigest()
+"""sha256 of the COTS archive above (the scientist guide's example names it too)."""
 DIGEST = f"sha256:{SHA}"
 SITE_BASES = "registry.example.org/eo/base"
 """The site's base repositories, `<registry>/<project>/base` (catalog.site_bases)."""
@@ -64,7 +81,7 @@ labels: {{}}
 """
 
 PROCESSOR_FILES = {
-    "cots/vendor-tool-2.11.0.tar.gz": "test",
+    "cots/vendor-tool-2.11.0.tar.gz": ARCHIVE,
     "requirements.lock": "numpy==1.26.4 --hash=sha256:" + SHA + "\n",
     "src/Makefile": "all:\n",
     "python/olci_l1/__init__.py": "",

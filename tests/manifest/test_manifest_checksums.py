@@ -84,7 +84,7 @@ def test_validate_writes_only_its_cache_and_a_repeat_does_not_hash_again(
     # Same size, same inode, mtime put back: only a cache hit still sees the old content.
     archive = proc_dir / ARCHIVE
     stamp = archive.stat()
-    archive.write_text("TEST", encoding="utf-8")
+    archive.write_bytes(archive.read_bytes().upper())
     os.utime(archive, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert validate_paths([proc_dir], data_dir=data_dir) == [(proc_dir / "processor.yaml", None)]
     # ... which rendering does not trust: it hashes while copying.

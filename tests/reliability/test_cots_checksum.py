@@ -59,7 +59,7 @@ def _names_all(stderr: str, actual: str) -> None:
 def test_validate_names_file_expected_and_actual(
     processor: Path, tmp_path: Path, site_profile: Profile
 ) -> None:
-    actual = _swap(processor / ARCHIVE, b"TEST")
+    actual = _swap(processor / ARCHIVE, (processor / ARCHIVE).read_bytes().upper())
     done = _cli(tmp_path, site_profile, "validate", str(processor))
     assert done.returncode == 2, done.stderr
     _names_all(done.stderr, actual)
@@ -70,7 +70,7 @@ def test_build_names_file_expected_and_actual_past_validates_cache(
     processor: Path, tmp_path: Path, site_profile: Profile, local_env: dict[str, object]
 ) -> None:
     assert _cli(tmp_path, site_profile, "validate", str(processor)).returncode == 0  # the cache knows it now
-    actual = _swap(processor / ARCHIVE, b"TEST")
+    actual = _swap(processor / ARCHIVE, (processor / ARCHIVE).read_bytes().upper())
     done = _cli(tmp_path, site_profile, "build", str(processor))
     assert done.returncode == 2, done.stderr
     _names_all(done.stderr.strip().splitlines()[-1], actual)

@@ -41,9 +41,9 @@ def test_olci_context_is_the_data_the_dockerfile_needs(site: SiteSettings) -> No
     assert context.package_manager == "apt"
     assert (context.python_env, context.python_prefix) == ("venv", "/opt/venv")
     [cots] = context.cots
-    assert cots.stage == "cots-olci-lut"
-    assert cots.source == "cots/olci-lut-1.0.tar.gz" and not cots.remote
-    assert (cots.archive, cots.staged) == ("/tmp/cots/olci-lut-1.0.tar.gz", "/out/opt/olci-lut")
+    assert cots.source == "cots/olci-lut.tar" and not cots.remote, "a local COTS is ADDed, repacked"
+    assert (cots.stage, cots.archive, cots.staged) == ("", "", ""), "and needs no stage"
+    assert (cots.extract_to, cots.strip_components) == ("/opt/olci-lut", 1)
     assert cots.env == {"OLCI_LUT_DIR": "/opt/olci-lut", "PATH": "/opt/olci-lut/bin:$PATH"}
     assert context.builder.packages == ["gcc", "libc6-dev", "make", "python3-setuptools", "python3-wheel"]
     assert context.builder.artifacts == ["/usr/local/bin/olci-calibrate", "/opt/olci/wheels"]
@@ -60,10 +60,21 @@ def test_olci_context_is_the_data_the_dockerfile_needs(site: SiteSettings) -> No
     assert [f.path for f in context.files] == [
         "c",
         "conf",
-        "cots/olci-lut-1.0.tar.gz",
+        "cots/olci-lut.tar",
         "python",
         "site/ca-1.crt",
     ]
+    [repacked] = [f for f in context.files if f.repack]
+    assert (repacked.path, repacked.source, repacked.field) == (
+        "cots/olci-lut.tar",
+        "cots/olci-lut-1.0.tar.gz",
+        "cots[0].source",
+    )
+    assert repacked.repack.model_dump() == {
+        "sha256": cots.sha256,
+        "extract_to": "/opt/olci-lut",
+        "strip_components": 1,
+    }
 
 
 def test_labels_record_provenance_and_executables(site: SiteSettings) -> None:
@@ -214,3 +225,24 @@ def test_free_text_cannot_start_a_new_dockerfile_line(tmp_path: Path, site: Site
     env = {**data["cots"][0]["env"], "LUT": "a\nRUN b"}
     with pytest.raises(ManifestError, match=r":25:10: cots\[0\]\.env\.LUT: must be one line"):
         variant(tmp_path / "env", "olci-l1-demo", {"cots": [{**data["cots"][0], "env": env}]})
+
+
+def test_a_remote_cots_keeps_its_stage_and_adds_no_context_file(tmp_path: Path, site: SiteSettings) -> None:
+    data = yaml.safe_load((EXAMPLES["olci-l1-demo"] / "processor.yaml").read_text(encoding="utf-8"))
+    url = "https://mirror.example.org/vendor/olci-lut-1.0.tar.gz"
+    manifest = variant(tmp_path, "olci-l1-demo", {"cots": [{**data["cots"][0], "source": url}]})
+    context = render_context(manifest, base_for(manifest), site, SOURCE)
+    [cots] = context.cots
+    assert (cots.source, cots.remote, cots.stage) == (url, True, "cots-olci-lut"), "the engine downloads it"
+    assert (cots.archive, cots.staged) == ("/tmp/cots/olci-lut-1.0.tar.gz", "/out/opt/olci-lut")
+    assert not [f for f in context.files if f.path.startswith("cots")]
+
+
+def test_no_processor_file_may_take_the_place_of_a_repacked_archive(
+    tmp_path: Path, site: SiteSettings
+) -> None:
+    data = yaml.safe_load((EXAMPLES["olci-l1-demo"] / "processor.yaml").read_text(encoding="utf-8"))
+    app = {"copy": [*data["app"]["copy"], {"from": "cots/", "to": "/opt/processor/cots/"}]}
+    manifest = variant(tmp_path, "olci-l1-demo", {"app": app})
+    with pytest.raises(InputError, match=r"app\.copy\[1\]\.from: 'cots' would take the place of cots/olci"):
+        render_context(manifest, base_for(manifest), site, SOURCE)

@@ -41,7 +41,9 @@ def kind(instruction: Instruction, app_sources: set[str]) -> str:
     """What a runtime-stage instruction is for, read from the instruction alone."""
     name, value = instruction
     words = shlex.split(value) if name in {"COPY", "RUN"} else value.split()
-    if name == "COPY" and words[0].startswith("--from=cots-"):
+    if (name == "COPY" and words[0].startswith("--from=cots-")) or (
+        name == "ADD" and value.startswith("cots/")
+    ):
         return "cots"
     if name == "COPY" and words[0] == "--from=builder":
         return "builder artifacts"
@@ -69,14 +71,14 @@ def runtime_kinds(name: str, result: RenderResult) -> list[str]:
 
 def test_stages_come_in_order_from_the_digest_pinned_base(render_example: Render) -> None:
     parsed = stages(render_example("olci-l1-demo"))
-    assert list(parsed) == ["site", "cots-olci-lut", "builder", "runtime"]
+    assert list(parsed) == ["site", "builder", "runtime"], "a local COTS needs no stage"
     assert parsed["site"][0] == (
         "FROM",
         f"127.0.0.1:5000/imagekit/base/debian-12-python@{DIGEST} AS site",
     )
     assert [i[0] for i in parsed["site"]] == ["FROM", "COPY", "RUN", "ENV"]
     assert parsed["site"][1] == ("COPY", "site/ca-1.crt /usr/local/share/ca-certificates/imagekit/")
-    for stage in ("cots-olci-lut", "builder", "runtime"):
+    for stage in ("builder", "runtime"):
         assert parsed[stage][0] == ("FROM", f"site AS {stage}")
 
 
@@ -124,13 +126,25 @@ def test_el9_runtime_has_system_packages_before_cots(render_example: Render) -> 
     assert kinds[-3:] == ["LABEL", "USER", "ENTRYPOINT"]
 
 
-def test_cots_stage_verifies_then_unpacks_alone(render_example: Render) -> None:
-    cots = stages(render_example("olci-l1-demo"))["cots-olci-lut"]
-    assert cots[1] == ("COPY", "cots/olci-lut-1.0.tar.gz /tmp/cots/olci-lut-1.0.tar.gz")
+def test_a_local_cots_is_added_once_from_its_repacked_tar(render_example: Render) -> None:
+    result = render_example("olci-l1-demo")
+    runtime = stages(result)["runtime"]
+    assert [i for i in runtime if i[0] == "ADD"] == [("ADD", "cots/olci-lut.tar /")]
+    lines = result.definition.read_text(encoding="utf-8").splitlines()
+    comment = lines[lines.index("ADD cots/olci-lut.tar /") - 1]
+    assert comment.startswith("# COTS olci-lut 1.0") and "checked against its sha256" in comment
+    assert "repacked for /opt/olci-lut by imagekit" in comment
+
+
+def test_a_remote_cots_stage_verifies_then_unpacks_alone(render_example: Render) -> None:
+    cots = stages(render_example("el9-demo"))["cots-snap-lite"]
+    assert cots[1] == (
+        "ADD",
+        "https://downloads.example.org/snap-lite/snap-lite-9.0.0.tar.gz /tmp/cots/snap-lite-9.0.0.tar.gz",
+    )
     run = cots[2][1]
     assert run.index("sha256sum --check --strict") < run.index("tar -xf")
-    assert "cd31abd10a64148c2aeeef3102e3479b6c2cb57e2534914424be04dc688c75d1" in run
-    assert [i[0] for i in cots] == ["FROM", "COPY", "RUN"], "nothing of the app reaches a COTS stage"
+    assert [i[0] for i in cots] == ["FROM", "ADD", "RUN"], "nothing of the app reaches a COTS stage"
 
 
 def test_labels_parse_back_to_the_context_values(render_example: Render) -> None:
@@ -149,7 +163,7 @@ def cache_keys(result: RenderResult) -> list[tuple[str, str, str, str]]:
         for name, value in instructions:
             content = hashlib.sha256()
             words = shlex.split(value)
-            if name == "COPY" and not words[0].startswith("--from="):
+            if name in {"COPY", "ADD"} and not words[0].startswith("--from=") and "://" not in words[0]:
                 for source in words[:-1]:
                     path = result.context_dir / source
                     for file in sorted([path] if path.is_file() else path.rglob("*")):
@@ -205,7 +219,7 @@ def test_the_cots_and_site_layers_do_not_depend_on_any_app_file(render_example: 
     copied = {
         source
         for stage, name, value, _ in cache_keys(result)
-        if stage in {"site", "cots-olci-lut"} and name == "COPY"
+        if (stage == "site" and name == "COPY") or name == "ADD"
         for source in shlex.split(value)[:-1]
     }
-    assert copied == {"site/ca-1.crt", "cots/olci-lut-1.0.tar.gz"}
+    assert copied == {"site/ca-1.crt", "cots/olci-lut.tar"}

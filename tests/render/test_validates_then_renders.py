@@ -11,8 +11,10 @@ and carry the values unchanged (no injection, no lost characters).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,19 @@ from .render_parts import DIGEST, SOURCE
 FREE_TEXT = st.text(alphabet="abcXYZ019 _-.,:;'\"`!?&|<>(){}[]*#%^~=+/@éü€漢\t", min_size=1, max_size=40)
 ENV_NAME = st.from_regex(r"\A[A-Z][A-Z0-9_]{0,15}\Z").filter(lambda name: name != "PATH")
 LABEL_KEY = st.from_regex(r"\Aorg\.example\.[a-z][a-z0-9.-]{0,15}\Z")
-ARCHIVE = b"a vendor's archive"
+
+
+def _archive() -> bytes:
+    """A vendor's tar.gz: render repacks it, so it must be one (validation reads only its sha256)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("tool-1.0/VERSION")
+        info.size = len(b"tool 1.0\n")
+        archive.addfile(info, io.BytesIO(b"tool 1.0\n"))
+    return buffer.getvalue()
+
+
+ARCHIVE = _archive()
 SHA = hashlib.sha256(ARCHIVE).hexdigest()
 ROCKY = site_repository("127.0.0.1:5000", "imagekit", "rocky-9")
 

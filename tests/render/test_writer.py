@@ -28,14 +28,14 @@ def test_the_context_holds_only_what_the_dockerfile_uses(render_example: Render)
         "c/Makefile",
         "c/olci_calibrate.c",
         "conf/olci-l1.toml",
-        "cots/olci-lut-1.0.tar.gz",
+        "cots/olci-lut.tar",
         "python/pyproject.toml",
         "python/src/olci_tools/__init__.py",
         "site/ca-1.crt",
     ]
     assert "processor.yaml" not in result.files and "README.md" not in result.files
     ignore = (result.context_dir / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    assert ignore[2:8] == ["*", "!c", "!conf", "!cots/olci-lut-1.0.tar.gz", "!python", "!site/ca-1.crt"]
+    assert ignore[2:8] == ["*", "!c", "!conf", "!cots/olci-lut.tar", "!python", "!site/ca-1.crt"]
 
 
 def test_local_caches_stay_out_and_modes_are_normalised(
@@ -56,9 +56,9 @@ def test_large_files_are_hard_linked(
 ) -> None:
     directory = copy_processor("olci-l1-demo")
     monkeypatch.setattr(writer, "LINK_THRESHOLD", 300)
-    source = directory / "cots" / "olci-lut-1.0.tar.gz"
+    source = directory / "c" / "olci_calibrate.c"
     result = render_example(directory)
-    copied = result.context_dir / "cots" / "olci-lut-1.0.tar.gz"
+    copied = result.context_dir / "c" / "olci_calibrate.c"
     assert os.path.samefile(source, copied)
     small = result.context_dir / "conf" / "olci-l1.toml"
     assert small.stat().st_nlink == 1, "small files are copied"
@@ -138,9 +138,7 @@ def test_a_template_error_inside_a_loop_names_the_loop_field(
     broken = tmp_path / "base_templates"
     shutil.copytree(templates.templates_root(), broken)
     dockerfile = broken / "docker" / "Dockerfile.j2"
-    dockerfile.write_text(
-        dockerfile.read_text().replace("FROM site AS {{ item.stage }}", "FROM {{ item.nope }}")
-    )
+    dockerfile.write_text(dockerfile.read_text().replace("ADD {{ item.source }} /", "ADD {{ item.nope }} /"))
     monkeypatch.setattr(templates, "templates_root", lambda: broken)
     with pytest.raises(TemplateError, match=r"Dockerfile\.j2:\d+: .*nope.* \(manifest field cots\)$"):
         render_example("olci-l1-demo")
