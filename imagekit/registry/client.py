@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -449,29 +450,55 @@ def _read_file(path: Path) -> Iterator[bytes]:
 
 
 class BlobStream:
-    """A file-like view of a blob response that hashes what passes through it."""
+    """A file-like view of a blob response that hashes what passes through it.
+
+    The pieces are taken as the socket delivers them and joined once per `read`: re-chunking them
+    and growing one bytes object per piece copied every byte several times (a third of a download's
+    CPU). httpcore's 64 kB socket reads stay: 1 MiB reads saved under a tenth of that."""
 
     def __init__(self, response: httpx.Response, digest: str, host: str) -> None:
-        self._chunks = response.iter_bytes(CHUNK)
-        self._buffer = b""
+        self._pieces = response.iter_bytes()
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+        self._received = 0
         self._hash = hashlib.sha256()
         self._digest = digest
         self._host = host
         self._done = False
 
+    def _next(self) -> bytes | None:
+        try:
+            piece = next(self._pieces, None)
+        except httpx.TransportError as exc:  # the connection broke off or stalled mid-body
+            raise ToolError(
+                f"registry {self._host}: blob {self._digest} broke off after {self._received} bytes: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if piece is not None:
+            self._hash.update(piece)
+            self._received += len(piece)
+        return piece
+
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
-            chunk = next(self._chunks, None)
-            if chunk is None:
+        """`size` bytes (all that is left if fewer, or if `size` < 0); b"" at the end."""
+        while not self._done and (size < 0 or self._held_bytes < size):
+            piece = self._next()
+            if piece is None:
                 self._done = True
-                break
-            self._hash.update(chunk)
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+            else:
+                self._held.append(piece)
+                self._held_bytes += len(piece)
+        want = self._held_bytes if size < 0 else min(size, self._held_bytes)
+        taken: list[bytes] = []
+        while want > 0:
+            piece = self._held.popleft()
+            if len(piece) > want:  # only the piece that straddles `size` is split
+                self._held.appendleft(piece[want:])
+                piece = piece[:want]
+            taken.append(piece)
+            want -= len(piece)
+            self._held_bytes -= len(piece)
+        return taken[0] if len(taken) == 1 else b"".join(taken)
 
     def readable(self) -> bool:
         return True

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import os
 import random
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,14 @@ def _layers() -> list[bytes]:
     ]
 
 
-def _apply(root: Path | None, blobs: list[bytes], wrap: type[Dribble] | None = None) -> Tree:
+def _flip(data: bytes, at: int) -> bytes:
+    """One bit of `data` changed: random file data is stored, not compressed, so only the CRC tells."""
+    changed = bytearray(data)
+    changed[at] ^= 0x40
+    return bytes(changed)
+
+
+def _apply(root: Path | None, blobs: list[bytes], wrap: Callable[[bytes], Dribble] | None = None) -> Tree:
     tree = Tree(Index(), root)
     for n, blob in enumerate(blobs):
         apply_layer(tree, wrap(blob) if wrap else io.BytesIO(blob), f"sha256:{n}")
@@ -94,16 +103,43 @@ def test_streaming_reader_agrees_with_tarfile_however_the_bytes_arrive(tmp_path:
     assert os.stat(tmp_path / "a" / "setuid").st_mode & 0o7777 == 0o4755
 
 
+def test_a_multi_member_gzip_layer_arriving_in_odd_pieces_flattens_like_the_plain_tar(tmp_path: Path) -> None:
+    """Member boundaries, gzip headers and trailers straddle the reads; the inflater (ISA-L) must
+    carry on across all of them and give exactly the tar."""
+    raw = _layers()
+    cut = [0, 700, len(raw[0]) // 2, len(raw[0]) - 3, len(raw[0])]
+    members = b"".join(gzip.compress(raw[0][a:b], mtime=0) for a, b in itertools.pairwise(cut))
+    blobs = [members, gzip.compress(raw[1], compresslevel=9, mtime=0)]
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "tar").mkdir()
+    dribbled = _apply(tmp_path / "gz", blobs, lambda blob: Dribble(blob, 7))
+    plain = _apply(tmp_path / "tar", raw)
+    assert dict(dribbled.index.items()) == dict(plain.index.items())
+    assert compare(dribbled.index, tmp_path / "gz") == []
+
+
 @pytest.mark.parametrize(
     ("blob", "expected"),
     [
         (gzip.compress(layer(E("a", "f", _big(100_000, 3))), mtime=0)[:-5000], "truncated"),
         (b"\x1f\x8b\x08\x00garbage-not-deflate" * 10, "corrupt gzip data"),
+        (_flip(gzip.compress(layer(E("a", "f", _big(100_000, 3))), mtime=0), -8), "corrupt gzip data"),
+        (_flip(gzip.compress(layer(E("a", "f", _big(100_000, 3))), mtime=0), 5000), "corrupt gzip data"),
+        (gzip.compress(layer(E("a", "f", b"x")), mtime=0) + b"garbage", "what follows its last member"),
         (layer(E("a", "f", _big(100_000, 3)))[:50_000], "the tar ends inside 'a'"),
         (b"x" * 512, "not a readable tar"),
         (b"", "not a readable tar: empty"),
     ],
-    ids=["truncated gzip", "corrupt gzip", "truncated tar", "bad header", "empty"],
+    ids=[
+        "truncated gzip",
+        "corrupt gzip",
+        "wrong CRC",
+        "flipped byte in stored data",
+        "trailing garbage",
+        "truncated tar",
+        "bad header",
+        "empty",
+    ],
 )
 def test_broken_layers_are_refused_with_a_reason(tmp_path: Path, blob: bytes, expected: str) -> None:
     with pytest.raises(ToolError) as refused:
