@@ -165,6 +165,8 @@ def bench_imagekit(profile: Profile, directory: Path, docker: str, steps: set[st
     subprocess.run([docker, "tag", "bench-proc:1.0.0", "bench-proc:before"], check=True)
     change_code(directory)
     rebuild = timed(lambda: build(False))
+    # the engine's first line says whether the rebuild left the COTS out of the context
+    print((directory / WORK_DIR / "build.log").read_text(encoding="utf-8").splitlines()[0][:110])
     return {
         "cold": cold,
         "rebuild": rebuild,

@@ -1,12 +1,19 @@
 """Docker (and podman, which speaks the same command line) through python-on-whales.
 
 Every failure of the client ends as a ToolError naming the command, never as an internal error.
+Docker's legacy builder re-sends the whole context on every build: when the runtime stage's
+foundation (render's `foundation.json`: up to its last COTS layer) is what the last build of this
+processor made, and that image is still there, the runtime stage starts FROM that image and the
+context goes without the COTS archives. It is the same build, cache for cache, without the upload.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -33,8 +40,14 @@ from imagekit.engines.base import (
 )
 from imagekit.engines.runtime import ContainerRuntime
 from imagekit.errors import MissingPartError, ToolError
+from imagekit.render.foundation import FOUNDATION_FILE, RUNTIME_STAGE, Foundation, read_foundation
 
 _NO_DAEMON = "Cannot connect to the Docker daemon"
+FOUNDATION_STATE = "foundation-image.json"
+"""Beside build.log: the foundation key of the last full build and its step's image (a cache)."""
+SLIM_CONTEXT = "slim-context"
+_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$")
 _INSTALL = {
     "docker": "apt-get install -y docker.io (or set engine.docker_binary)",
     "podman": "apt-get install -y podman (or set engine.podman_binary)",
@@ -102,7 +115,19 @@ class DockerEngine:
         source_date_epoch: int | None,
         no_cache: bool = False,
     ) -> BuiltImage:
-        command, env = self._build_command(context, tags)
+        state = log_file.with_name(FOUNDATION_STATE)
+        foundation = read_foundation(context)
+        image, why = self._foundation_image(foundation, state, no_cache)
+        build_dir = context
+        if image and foundation:
+            build_dir = _slim_context(context, foundation, image, log_file.with_name(SLIM_CONTEXT))
+            note = (
+                f"imagekit: slim context: the {RUNTIME_STAGE} stage starts from its foundation image "
+                f"{image} (step {foundation.step}), the context goes without {', '.join(foundation.files)}"
+            )
+        else:
+            note = f"imagekit: full build context ({why})"
+        command, env = self._build_command(build_dir, tags)
         if no_cache:
             command.insert(-1, "--no-cache")
         if source_date_epoch is not None:
@@ -110,7 +135,10 @@ class DockerEngine:
         transcript = BuildTranscript(log_file, on_line)
         try:
             transcript.follow(
-                line.decode("utf-8", "replace") for _, line in stream_stdout_and_stderr(command, env)
+                itertools.chain(
+                    [note],
+                    (line.decode("utf-8", "replace") for _, line in stream_stdout_and_stderr(command, env)),
+                )
             )
         except DockerException as exc:
             if not transcript.instruction and any(_NO_DAEMON in line for line in transcript.tail):
@@ -122,7 +150,52 @@ class DockerEngine:
             raise transcript.failure(self.name, f"exit {exc.return_code}") from exc
         except FileNotFoundError as exc:
             raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
+        finally:
+            if build_dir != context:
+                shutil.rmtree(build_dir, ignore_errors=True)
+        if foundation and not image and self.name == "docker" and not self.has_buildx:
+            self._record(foundation, state, log_file)
         return self.describe(tags[0], tags, log_file)
+
+    def _foundation_image(
+        self, foundation: Foundation | None, state: Path, no_cache: bool
+    ) -> tuple[str, str]:
+        """(the foundation's image id, "") when this build can start from it, else ("", why not)."""
+        if self.name != "docker":
+            return "", f"{self.name} reads the context in place"
+        if self.has_buildx:
+            return "", "buildx sends only what changed"
+        if no_cache:
+            return "", "--no-cache"
+        if foundation is None:
+            return "", "no COTS archive to leave out of the context"
+        try:
+            recorded = json.loads(state.read_text(encoding="utf-8"))
+            key, image = str(recorded["key"]), str(recorded["image"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return "", "no foundation image recorded for this processor on this engine"
+        if key != foundation.key:
+            return "", "base, site stage, system packages or COTS changed since the last build"
+        if self.image_id(image) != image:
+            return "", f"the foundation image {image} is no longer on the engine"
+        return image, ""
+
+    def _record(self, foundation: Foundation, state: Path, log_file: Path) -> None:
+        """Remember the image of the foundation's last step (from the full build's ` ---> <id>` lines)
+        for the next build; forget any older one when the output does not name it."""
+        step, short = (0, 0), ""
+        for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            if match := _STEP.match(line):
+                step = (int(match[1]), int(match[2]))
+            elif (match := _STEP_IMAGE.match(line)) and step == (foundation.step, foundation.steps):
+                short = match[1]
+        image = self.image_id(short) if short else None
+        if image is None:
+            state.unlink(missing_ok=True)
+            return
+        written = state.with_name(state.name + ".tmp")
+        written.write_text(json.dumps({"key": foundation.key, "image": image}) + "\n", encoding="utf-8")
+        written.replace(state)
 
     def describe(self, image: str, tags: list[str], log_file: Path) -> BuiltImage:
         with self._failures(f"image inspect {image}"):
@@ -230,6 +303,35 @@ class DockerEngine:
             return subprocess.run([*self.command, *args], capture_output=True, text=True, check=False)
         except FileNotFoundError as exc:
             raise MissingPartError(self.binary, _INSTALL[self.name]) from exc
+
+
+def _slim_context(context: Path, foundation: Foundation, image: str, target: Path) -> Path:
+    """The context without the files only the foundation reads (hard links, so every file keeps its
+    bytes, mode and times, and the cache keys and layers of the steps after it are the same), and
+    the Dockerfile whose runtime stage starts FROM the foundation's image."""
+    shutil.rmtree(target, ignore_errors=True)
+    leave = {context / name for name in (*foundation.files, "Dockerfile", FOUNDATION_FILE)}
+    shutil.copytree(
+        context,
+        target,
+        symlinks=True,
+        copy_function=_link,
+        ignore=lambda folder, names: [name for name in names if Path(folder) / name in leave],
+    )
+    lines = (context / "Dockerfile").read_text(encoding="utf-8").splitlines(keepends=True)
+    start = f"FROM {image} AS {RUNTIME_STAGE}\n"
+    (target / "Dockerfile").write_text(
+        "".join([*lines[: foundation.first_line], start, *lines[foundation.end_line :]]), encoding="utf-8"
+    )
+    shutil.copystat(context, target)
+    return target
+
+
+def _link(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _text(value: bytes | str | None) -> str:

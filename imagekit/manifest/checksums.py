@@ -4,7 +4,8 @@ Validation hashes every local archive so a wrong `cots[].sha256` is refused befo
 cache makes a repeated validate of a large archive instant. It is the only file validation
 writes, kept in imagekit's data directory; like all local state it is a cache: an entry that does
 not match the file any more, or a cache that cannot be read, only costs a new hash. Rendering
-hashes the archive again while repacking it into the build context, so a file changed behind the cache cannot reach a build.
+hashes the archive again while repacking it into the build context, so a file changed behind the
+cache cannot reach a build.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from imagekit.catalog import BaseProfile, load_catalog
 
 GENERATED_LABEL_PREFIXES = ("org.opencontainers.image.", "imagekit.")
 SITE_DIR = "site"
-RESERVED_CONTEXT_NAMES = ("Dockerfile", ".dockerignore", SITE_DIR)
+FOUNDATION_FILE = "foundation.json"
+"""Where render says which instructions and files the runtime stage's COTS layers need."""
+RESERVED_CONTEXT_NAMES = ("Dockerfile", ".dockerignore", SITE_DIR, FOUNDATION_FILE)
 """Build context names imagekit writes itself; no processor file may take them."""
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _ARCHIVE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")

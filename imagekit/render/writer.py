@@ -3,12 +3,15 @@
 Everything is written into a staging directory beside `out_dir` and swapped in at the end, so a
 failure leaves `out_dir` as it was. The context holds only the files the Dockerfile uses, at the
 same relative paths as in the processor directory, plus the site CA files under site/ and each
-local COTS archive repacked as cots/<name>.tar (`repack.py`).
+local COTS archive repacked as cots/<name>.tar (`repack.py`). Beside the Dockerfile, foundation.json
+says where its runtime stage's COTS layers end (`foundation.py`); the .dockerignore keeps it out of
+the context.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import re
 import shutil
@@ -23,7 +26,8 @@ from imagekit.catalog import BaseRef
 from imagekit.config import SiteSettings
 from imagekit.errors import InputError
 from imagekit.manifest import LoadedManifest
-from imagekit.render.context import CACHE_PATTERNS, ContextFile, Repack, render_context
+from imagekit.render.context import CACHE_PATTERNS, ContextFile, RenderContext, Repack, render_context
+from imagekit.render.foundation import FOUNDATION_FILE, foundation_of
 from imagekit.render.repack import ChecksumMismatch, Placement, RepackError, repack_archive, reuse_previous
 from imagekit.render.source import SourceInfo
 from imagekit.render.templates import environment, render_template
@@ -133,6 +137,21 @@ def _copy_context_file(
         _place(source, target)
 
 
+def _foundation(context: RenderContext, dockerfile: str, staging: Path) -> str | None:
+    """foundation.json's text: each file the foundation depends on named by what makes its bytes (a
+    repacked archive by its stamp, a site file by its sha256)."""
+    identities = {}
+    for item in context.files:
+        if item.repack:
+            repack = item.repack
+            placement = Placement(extract_to=repack.extract_to, strip_components=repack.strip_components)
+            identities[item.path] = placement.stamp(repack.sha256).decode()
+        elif item.field.startswith("site."):
+            identities[item.path] = hashlib.sha256((staging / item.path).read_bytes()).hexdigest()
+    foundation = foundation_of(dockerfile, context, identities)
+    return foundation.model_dump_json(indent=2) + "\n" if foundation else None
+
+
 def _check_replaceable(out_dir: Path, manifest: LoadedManifest) -> None:
     """Refuse to replace a folder imagekit did not render, or one holding the processor itself."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -197,6 +216,9 @@ def render(
             skip = {out_dir.resolve(), staging.resolve()}
             for item in context.files:
                 _copy_context_file(manifest, item, staging, out_dir, skip)
+            foundation = _foundation(context, texts["Dockerfile"], staging)
+            if foundation:
+                texts[FOUNDATION_FILE] = foundation
         for name, text in texts.items():
             (staging / name).write_text(text, encoding="utf-8")
             (staging / name).chmod(0o644)

@@ -29,6 +29,7 @@ def test_the_context_holds_only_what_the_dockerfile_uses(render_example: Render)
         "c/olci_calibrate.c",
         "conf/olci-l1.toml",
         "cots/olci-lut.tar",
+        "foundation.json",
         "python/pyproject.toml",
         "python/src/olci_tools/__init__.py",
         "site/ca-1.crt",
