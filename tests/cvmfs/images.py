@@ -14,7 +14,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagekit.registry import RegistryClient
+from imagekit.config import Profile
+from imagekit.registry import RegistryClient, read_scan
+from imagekit.registry.scanstate import attach_scan
+from imagekit.scan.status import PASSED_UNCHECKED
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -92,6 +95,26 @@ def push_layers(
     }
     raw = json.dumps(manifest, indent=2).encode()
     return client.put_manifest(repository, tag, raw, OCI_MANIFEST)
+
+
+def push_scanned_version(profile: Profile, version: str) -> str:
+    """A tiny image `proc:<version>` in the profile's registry project, its scan recorded as push
+    records it (passed, vulnerabilities not checked); returns its manifest digest."""
+    repository = f"{profile.registry.project}/proc"
+    base = layer(E("etc", "d", mode=0o755), E("etc/os-release", "f", "ID=test\n"))
+    code = layer(E("opt", "d", mode=0o755), E("opt/VERSION", "f", version))
+    labels = {"org.opencontainers.image.version": version}
+    with RegistryClient.from_profile(profile, push=True) as client:
+        digest = push_layers(
+            client, repository, version, [base, code], config={"Labels": labels, "Cmd": ["/bin/sh"]}
+        )
+        manifest = client.find_manifest(repository, digest)
+        assert manifest is not None
+        attach_scan(
+            client, repository, manifest, status=PASSED_UNCHECKED, record=None, reports=None, skip_reason=None
+        )
+        assert read_scan(client, repository, digest).status == PASSED_UNCHECKED
+    return digest
 
 
 def skopeo_push(image: str, registry: str, repository: str, tag: str) -> None:

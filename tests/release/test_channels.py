@@ -14,33 +14,19 @@ from imagekit import cvmfs, release
 from imagekit.config import Profile
 from imagekit.cvmfs.backends import backend_for
 from imagekit.errors import ToolError
-from imagekit.registry import RegistryClient, read_scan
-from imagekit.registry.scanstate import attach_scan
+from imagekit.registry import RegistryClient
 from imagekit.scan.status import PASSED_UNCHECKED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cvmfs"))
 
-from images import E, layer, push_layers
+from images import push_scanned_version
 
 pytestmark = [pytest.mark.registry]
-BASE = layer(E("etc", "d", mode=0o755), E("etc/os-release", "f", "ID=test\n"))
 
 
 def _push(profile: Profile, version: str, *, publish: bool = True) -> str:
     """A tiny scanned image `proc:<version>` in the profile's registry (and tree)."""
-    repository = f"{profile.registry.project}/proc"
-    code = layer(E("opt", "d", mode=0o755), E("opt/VERSION", "f", version))
-    labels = {"org.opencontainers.image.version": version}
-    with RegistryClient.from_profile(profile, push=True) as client:
-        digest = push_layers(
-            client, repository, version, [BASE, code], config={"Labels": labels, "Cmd": ["/bin/sh"]}
-        )
-        manifest = client.find_manifest(repository, digest)
-        assert manifest is not None
-        attach_scan(
-            client, repository, manifest, status=PASSED_UNCHECKED, record=None, reports=None, skip_reason=None
-        )
-        assert read_scan(client, repository, digest).status == PASSED_UNCHECKED
+    digest = push_scanned_version(profile, version)
     if publish:
         cvmfs.publish(profile, f"proc:{version}", skip_reason="test image")
     return digest

@@ -13,17 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from images import E, layer, push_layers
+from images import push_scanned_version
 from reliability_parts import Case
 
 from imagekit.config import Profile
 from imagekit.cvmfs.layout import tag_rel
-from imagekit.registry import RegistryClient, history, read_scan
-from imagekit.registry.scanstate import attach_scan
-from imagekit.scan.status import PASSED_UNCHECKED
+from imagekit.registry import RegistryClient, history
 
 pytestmark = [pytest.mark.registry]
-BASE = layer(E("etc", "d", mode=0o755), E("etc/os-release", "f", "ID=test\n"))
 ROUNDS = 3
 
 
@@ -76,24 +73,6 @@ def _at_once(profile: Profile, *commands: list[str]) -> list[subprocess.Complete
     return done
 
 
-def _push(profile: Profile, version: str) -> str:
-    """`proc:<version>`, its scan recorded in the registry as push records it."""
-    repository = f"{profile.registry.project}/proc"
-    code = layer(E("opt", "d", mode=0o755), E("opt/VERSION", "f", version))
-    labels = {"org.opencontainers.image.version": version}
-    with RegistryClient.from_profile(profile, push=True) as client:
-        digest = push_layers(
-            client, repository, version, [BASE, code], config={"Labels": labels, "Cmd": ["/bin/sh"]}
-        )
-        manifest = client.find_manifest(repository, digest)
-        assert manifest is not None
-        attach_scan(
-            client, repository, manifest, status=PASSED_UNCHECKED, record=None, reports=None, skip_reason=None
-        )
-        assert read_scan(client, repository, digest).status == PASSED_UNCHECKED
-    return digest
-
-
 def _publish_all(profile: Profile, *versions: str) -> None:
     for done in _at_once(
         profile, *(["publish", "--cvmfs", f"proc:{v}", "--skip-scan", "--reason", "t"] for v in versions)
@@ -127,7 +106,7 @@ def _agree(profile: Profile, case: Case, what: str) -> str:
 
 def test_two_promotes_at_once(profile: Profile, case: Case) -> None:
     for version in ("1.0", "1.1", "1.2"):
-        _push(profile, version)
+        push_scanned_version(profile, version)
     _publish_all(profile, "1.0", "1.1", "1.2")
     first = _at_once(profile, ["promote", "proc", "1.0", "--channel", "dev"])[0]
     assert first.returncode == 0, first.stderr
@@ -153,7 +132,7 @@ def test_two_promotes_at_once(profile: Profile, case: Case) -> None:
 
 def test_two_rollbacks_at_once(profile: Profile, case: Case) -> None:
     for version in ("1.0", "1.1", "1.2"):
-        _push(profile, version)
+        push_scanned_version(profile, version)
     _publish_all(profile, "1.0", "1.1", "1.2")
     for version in ("1.0", "1.1", "1.2"):
         done = _at_once(profile, ["promote", "proc", version, "--channel", "dev"])[0]
@@ -174,7 +153,7 @@ def test_two_rollbacks_at_once(profile: Profile, case: Case) -> None:
 
 def test_two_publishes_at_once(profile: Profile, case: Case) -> None:
     for version in ("1.0", "1.1"):
-        _push(profile, version)
+        push_scanned_version(profile, version)
     same = _at_once(profile, *(["publish", "--cvmfs", "proc:1.0", "--skip-scan", "--reason", "t"],) * 2)
     for done in same:
         assert done.returncode == 0, done.stderr
