@@ -22,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,6 +50,10 @@ class Transaction:
 
     markers = True
     """Whether overlayfs markers (whiteouts, opaque directories) can be written in this transaction."""
+    cloned = False
+    """Whether `new_tree(rel, template)` clones the published template in the store's catalog (its
+    entries are the published ones, whose contents CVMFS checks by hash when they are read), rather
+    than hard-linking the template's inodes."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -453,6 +458,7 @@ class LocalBackend(Backend):
 
 class _ServerTransaction(Transaction):
     markers = False  # the transaction's own overlayfs would take them as changes of the repository
+    cloned = True  # `transaction -T`
 
     def new_tree(self, rel: str, template: str | None) -> Path:
         path = self.root / normalise(rel)
@@ -525,11 +531,40 @@ class CvmfsServerBackend(Backend):
             log(f"cvmfs_server abort -f {self.repository} failed too: {_tail(done)}")
 
     def recover(self, log: Log) -> None:
+        self.serve(log)
         if (self.spool / "in_transaction.lock").exists():
             log(f"{self.repository} has an open transaction (an interrupted run?): aborting it first")
             self._abort(log)
         self._drop_pending(log)
         shutil.rmtree(self._aside_dir, ignore_errors=True)  # what a killed run was building
+
+    def serve(self, log: Log) -> None:
+        """A repository of this machine's own Stratum 0 needs its web server (every `transaction` fetches
+        `.cvmfspublished` from it, and so does the read-only mount under the tree) and its two mounts,
+        which a reboot leaves unmounted (upstream's /etc/fstab lines are `noauto`): the web server is
+        started and the repository mounted again (`cvmfs_server mount`, upstream's boot-time repair)."""
+        conf = _server_conf(self.repository)
+        if conf is None:  # not a repository of this machine (a stand-in's); lock_path says what is missing
+            return
+        if conf.get("CVMFS_UPSTREAM_STORAGE", "local,").startswith("local,"):
+            ensure_web_server(log)
+        if not self.mounted():
+            log(f"{self.repository} is not mounted (after a reboot?): cvmfs_server mount {self.repository}")
+            done = self.run("mount", self.repository)
+            if done.returncode != 0:
+                raise ToolError(f"cvmfs_server mount {self.repository} failed: {_tail(done)}")
+
+    def mounted(self) -> bool:
+        return os.path.ismount(self.root) and os.path.ismount(self.spool / "rdonly")
+
+    def not_serving(self) -> list[str]:
+        """What `serve` would put right (for doctor); [] for a repository this machine does not hold."""
+        conf = _server_conf(self.repository)
+        if conf is None:
+            return []
+        local = conf.get("CVMFS_UPSTREAM_STORAGE", "local,").startswith("local,")
+        stopped = ["Apache not running"] if local and not web_server_running() else []
+        return stopped + ([] if self.mounted() else ["not mounted (after a reboot?)"])
 
     @property
     def _aside_dir(self) -> Path:
@@ -624,7 +659,8 @@ class CvmfsServerBackend(Backend):
         self._note([*(f"parent {rel}" for rel in parents), *(f"tree {rel}" for rel in aside.trees)])
         try:
             self._ingest(aside, parents, log)
-            yield
+            with _removing([aside.root / rel for rel in aside.trees]):  # landed: no longer needed aside
+                yield
         except BaseException:
             self._undo_pending(log)
             raise
@@ -696,14 +732,116 @@ class CvmfsServerBackend(Backend):
         return Revision(number, datetime.now(UTC).isoformat(timespec="seconds"))
 
     def collect_garbage(self, log: Log) -> None:
-        conf = Path("/etc/cvmfs/repositories.d") / self.repository / "server.conf"
-        settings = conf.read_text(encoding="utf-8") if conf.is_file() else ""
-        if "CVMFS_GARBAGE_COLLECTION=true" not in settings.replace(" ", ""):
+        if (_server_conf(self.repository) or {}).get("CVMFS_GARBAGE_COLLECTION") != "true":
             log(f"{self.repository} does not allow garbage collection (CVMFS_GARBAGE_COLLECTION): skipped")
             return
         done = self.run("gc", "-f", self.repository)
         if done.returncode != 0:
             raise ToolError(f"cvmfs_server gc {self.repository} failed: {_tail(done)}")
+
+
+REPOSITORIES_D = Path("/etc/cvmfs/repositories.d")
+
+
+def _server_conf(repository: str) -> dict[str, str] | None:
+    """The repository's server.conf settings, None when this machine has no such repository."""
+    try:
+        lines = (REPOSITORIES_D / repository / "server.conf").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    pairs = (line.partition("=") for line in lines if not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip().strip("'\"") for key, sep, value in pairs if sep}
+
+
+@dataclass(frozen=True)
+class WebServer:
+    """Apache as a distribution packages it: its configuration directory, service name and pid file,
+    and how it is started where systemd does not run (a container)."""
+
+    etc: str
+    service: str
+    pid_file: str
+    start: tuple[tuple[str, ...], ...]
+
+
+WEB_SERVERS = (
+    WebServer("/etc/apache2", "apache2", "/run/apache2/apache2.pid", (("apache2ctl", "start"),)),
+    WebServer(
+        "/etc/httpd", "httpd", "/run/httpd/httpd.pid", (("apachectl", "start"), ("httpd", "-k", "start"))
+    ),
+)
+_SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+WEB_SERVER_HOW = (
+    "a Stratum 0 serves its repositories over HTTP from its own Apache: install it "
+    "(apt-get install -y apache2, or dnf install -y httpd), then run imagekit again"
+)
+
+
+def ensure_web_server(log: Log) -> None:
+    """Start the machine's Apache when it is not running, the way this machine starts services
+    (`systemctl` where systemd runs, else apache2ctl/apachectl): `cvmfs_server mkfs` refuses without it
+    ("Apache must be installed and running") and no transaction opens without it."""
+    server = _web_server()
+    systemd = os.path.isdir("/run/systemd/system")
+    if _web_server_running(server, systemd):
+        return
+    if systemd:
+        starts: list[tuple[str, ...]] = [("systemctl", "start", server.service)]
+    else:
+        starts = [step for step in server.start if shutil.which(step[0], path=_SBIN_PATH)]
+    if not starts:
+        raise MissingPartError(f"{server.service} (apachectl)", WEB_SERVER_HOW)
+    log(f"starting the web server of the Stratum 0 ({' '.join(starts[0])})")
+    done = subprocess.run(list(starts[0]), capture_output=True, text=True, check=False, cwd="/", timeout=120)
+    deadline = time.monotonic() + 10  # apachectl returns before the server wrote its pid file
+    while done.returncode == 0 and not _web_server_running(server, systemd) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done.returncode != 0 or not _web_server_running(server, systemd):
+        raise ToolError(f"{' '.join(starts[0])} did not start {server.service}: {_tail(done)}")
+
+
+def web_server_running() -> bool:
+    """Whether the machine's Apache runs (doctor); MissingPartError when none is installed."""
+    return _web_server_running(_web_server(), os.path.isdir("/run/systemd/system"))
+
+
+def _web_server() -> WebServer:
+    server = next((each for each in WEB_SERVERS if os.path.isdir(each.etc)), None)
+    if server is None:
+        raise MissingPartError("Apache (the Stratum 0's web server)", WEB_SERVER_HOW)
+    return server
+
+
+def _web_server_running(server: WebServer, systemd: bool) -> bool:
+    """As cvmfs_server's own check asks the service manager: systemd's unit state, else the init
+    script's test, whether the process in the pid file is alive."""
+    if systemd:
+        return (
+            subprocess.run(["systemctl", "is-active", "--quiet", server.service], check=False).returncode == 0
+        )
+    try:
+        pid = int(Path(server.pid_file).read_text(encoding="utf-8").split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _removing(paths: list[Path]) -> Iterator[None]:
+    """Remove `paths` in a thread while the block runs (its check and transaction wait on CVMFS):
+    deleting an image's worth of files aside takes seconds of its own."""
+
+    def remove() -> None:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+
+    remover = threading.Thread(target=remove)
+    remover.start()
+    try:
+        yield
+    finally:
+        remover.join()
 
 
 def _empty_dir(root: Path, rel: str, dropped: list[str]) -> bool:

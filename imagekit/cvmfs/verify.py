@@ -136,3 +136,82 @@ def _same_inode(st: os.stat_result, trusted: Path | None, path: str) -> bool:
     except OSError:
         return False
     return (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev)
+
+
+def compare_structure(
+    index: Index, root: Path, *, full: set[str] | None = None, limit: int = 20
+) -> list[str]:
+    """What differs between `root` and `index` in structure alone (at most `limit` lines): every entry
+    present and none extra, type, mode, owner, size, link target; contents are hashed only for the
+    files in `full`.
+
+    For a tree a content-addressed store landed from one `compare` checked in full (`cvmfs_server
+    ingest` of the tree built aside, or the catalog-level clone of a published flat under the entries
+    the new layers wrote): CVMFS checks every object against its catalog hash when a client reads it,
+    so reading the contents back through its FUSE mount would only check what it checks itself, at the
+    cost of reading the whole image. `imagekit cvmfs verify` keeps checking contents (`compare`).
+    The entries are looked up by a few threads: each lookup through FUSE waits on the file system.
+    """
+    problems: list[str] = []
+    to_hash: list[tuple[str, str, str]] = []
+    base = str(root)
+    items = list(index.items())
+    step = max(1, len(items) // 64)
+    chunks = [[path for path, _ in items[n : n + step]] for n in range(0, len(items), step)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        looked = [each for chunk in pool.map(_look_up, [base] * len(chunks), chunks) for each in chunk]
+    for (path, want), (st, target, listing) in zip(items, looked, strict=True):
+        full_path = os.path.join(base, path) if path else base
+        if st is None:
+            problems.append(f"/{path}: missing ({_KIND_NAMES[want.kind]} expected)")
+            if len(problems) >= limit:
+                return problems
+            continue
+        kind = entry_kind(st)
+        found: list[str] = []
+        if kind != want.kind:
+            found.append(f"is a {_KIND_NAMES[kind]}, expected a {_KIND_NAMES[want.kind]}")
+        else:
+            if path and kind != SYMLINK and stat.S_IMODE(st.st_mode) != want.mode:
+                found.append(f"mode {oct(stat.S_IMODE(st.st_mode))}, expected {oct(want.mode)}")
+            if path and (st.st_uid, st.st_gid) != (want.uid, want.gid):
+                found.append(f"owner {st.st_uid}:{st.st_gid}, expected {want.uid}:{want.gid}")
+            if kind == SYMLINK and target != want.target:
+                found.append(f"points to {target!r}, expected {want.target!r}")
+            if kind == FILE and st.st_size != want.size:
+                found.append(f"size {st.st_size}, expected {want.size}")
+            elif kind == FILE and full is not None and path in full:
+                to_hash.append((path, full_path, want.sha256))
+            if kind == DIR and want.opaque and not _opaque(full_path):
+                found.append(f"not marked opaque ({OPAQUE_XATTR})")
+            if kind == DIR:
+                extra = sorted(set(listing or ()) - index.children.get(path, set()))
+                if extra:
+                    found.append(f"holds what the image does not: {', '.join(extra[:5])}")
+        if found:
+            problems.append(f"/{path}: " + "; ".join(found))
+            if len(problems) >= limit:
+                return problems
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        digests = pool.map(file_sha256, [each for _, each, _ in to_hash])
+        for (path, _, want_sha), digest in zip(to_hash, digests, strict=True):
+            if digest != want_sha:
+                problems.append(f"/{path}: content differs from the layers")
+                if len(problems) >= limit:
+                    break
+    return problems
+
+
+def _look_up(base: str, paths: list[str]) -> list[tuple[os.stat_result | None, str, list[str]]]:
+    """Each path's lstat (None when missing), with its link target or its directory's listing."""
+    found: list[tuple[os.stat_result | None, str, list[str]]] = []
+    for path in paths:
+        full_path = os.path.join(base, path) if path else base
+        try:
+            st = os.lstat(full_path)
+        except FileNotFoundError:
+            found.append((None, "", []))
+            continue
+        target = os.readlink(full_path) if stat.S_ISLNK(st.st_mode) else ""
+        found.append((st, target, os.listdir(full_path) if stat.S_ISDIR(st.st_mode) else []))
+    return found

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from imagekit.config import Profile
+from imagekit.cvmfs.backends import CvmfsServerBackend, ensure_web_server, web_server_running
 from imagekit.devenv.services import Log
 from imagekit.errors import MissingPartError, ToolError
 
@@ -101,6 +102,9 @@ def apply_settings(repository: str) -> None:
 
 
 def create_repository(binary: str, repository: str, log: Log) -> None:
+    """`cvmfs_server mkfs` with the settings imagekit expects; the web server is started first (mkfs
+    refuses without it)."""
+    ensure_web_server(log)
     log(f"creating CVMFS repository {repository} (cvmfs_server mkfs {' '.join(MKFS_OPTIONS)})")
     done = subprocess.run(
         [binary, "mkfs", *MKFS_OPTIONS, repository], capture_output=True, text=True, check=False, cwd="/"
@@ -123,6 +127,8 @@ def ensure_cvmfs_server(profile: Profile, log: Log) -> None:
             raise ToolError(f"{PACKAGE} is installed but no cvmfs_server is on PATH (cvmfs.server_binary?)")
     if not listed(binary, profile.cvmfs.repository):
         create_repository(binary, profile.cvmfs.repository, log)
+    else:  # its web server and mounts, which a reboot took away
+        CvmfsServerBackend(profile).serve(log)
 
 
 def status(profile: Profile) -> tuple[bool, str, str]:
@@ -141,4 +147,13 @@ def status(profile: Profile) -> tuple[bool, str, str]:
         return False, f"{binary}: {exc}", "see cvmfs/README.md"
     mkfs = f"cvmfs_server mkfs {' '.join(MKFS_OPTIONS)} {repository}"
     how = f"imagekit dev up creates it ({mkfs}, then the settings of cvmfs/README.md)"
-    return created, f"{binary}: repository {repository} " + ("created" if created else "not created"), how
+    state = f"{binary}: repository {repository} " + ("created" if created else "not created")
+    try:
+        serving = web_server_running()
+        problems = CvmfsServerBackend(profile).not_serving() if created else []
+    except MissingPartError as exc:
+        return False, f"{state}; no web server installed", exc.how_to_get
+    if problems:
+        how = f"imagekit dev up (or the next publish) starts Apache and runs cvmfs_server mount {repository}"
+        return False, f"{state}: {', '.join(problems)}", how
+    return created, f"{state}; Apache " + ("running" if serving else "not running (dev up starts it)"), how

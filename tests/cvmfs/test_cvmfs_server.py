@@ -12,6 +12,7 @@ on both.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -27,6 +28,8 @@ import pytest
 from imagekit import cvmfs
 from imagekit.config import Profile
 from imagekit.cvmfs.backends import CvmfsServerBackend, Revision, backend_for
+from imagekit.cvmfs.index import DIR, FILE, SYMLINK, Entry, Index
+from imagekit.cvmfs.verify import compare_structure
 from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.errors import ToolError
 from imagekit.registry import RegistryClient
@@ -399,3 +402,56 @@ def test_what_an_interrupted_ingest_left_is_removed_by_the_next_run(
     assert not (server.spool / "imagekit.pending").exists()
     assert cvmfs.verify(profile).problems == {}
     assert (server.root / again.publication.flat / "opt/processor/VERSION").read_text() == "1.0"
+
+
+def test_a_reboot_leaves_the_repository_unmounted_and_the_next_publish_mounts_it(
+    server: Server, registry_client: RegistryClient
+) -> None:
+    if server.server == str(STANDIN):
+        pytest.skip("the stand-in has no mounts: a real cvmfs_server's repository only")
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, code("1.0")])
+    flat = _publish(profile, "proc:1.0").publication.flat
+    server.calls()
+    # what a reboot leaves: upstream's /etc/fstab lines are `noauto`, nothing mounts them again
+    for mount in (server.root, server.spool / "rdonly"):
+        subprocess.run(["umount", str(mount)], check=True, capture_output=True)
+    assert cvmfs.published(profile, repository, "1.0") is None  # the tree is out of sight
+
+    lines: list[str] = []
+    again = cvmfs.publish(profile, "proc:1.0", skip_reason="test", log=lines.append)
+    assert again.noop  # found published once mounted again, not published a second time
+    assert server.calls() == [f"mount {repo}"]
+    assert any(f"{repo} is not mounted" in line for line in lines)
+    assert os.path.ismount(server.root) and os.path.ismount(server.spool / "rdonly")
+    assert (server.root / flat / "opt/processor/VERSION").read_text() == "1.0"
+    assert cvmfs.verify(profile).problems == {}
+
+
+def test_the_landed_check_compares_structure_and_reads_only_the_files_it_is_told(tmp_path: Path) -> None:
+    """What a full publication checks where ingest landed the flat, and a code-only version in its
+    clone: every entry's structure; contents only of `full` (CVMFS checks the rest by hash on read)."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True, mode=0o755)
+    (tree / "d" / "f").write_bytes(b"abc")
+    os.chmod(tree / "d" / "f", 0o644)
+    os.symlink("f", tree / "d" / "l")
+    index = Index()
+    index.put("d", Entry(DIR, 0o755, os.getuid(), os.getgid()))
+    sha = hashlib.sha256(b"abc").hexdigest()
+    index.put("d/f", Entry(FILE, 0o644, os.getuid(), os.getgid(), size=3, sha256=sha))
+    index.put("d/l", Entry(SYMLINK, 0o777, os.getuid(), os.getgid(), target="f"))
+    assert compare_structure(index, tree) == []
+
+    (tree / "d" / "f").write_bytes(b"xyz")  # same size, other content: not read unless named
+    assert compare_structure(index, tree) == []
+    assert compare_structure(index, tree, full={"d/f"}) == ["/d/f: content differs from the layers"]
+    os.chmod(tree / "d" / "f", 0o600)
+    (tree / "d" / "extra").write_text("")
+    (tree / "d" / "l").unlink()
+    assert compare_structure(index, tree) == [
+        "/d: holds what the image does not: extra",
+        "/d/f: mode 0o600, expected 0o644",
+        "/d/l: missing (symlink expected)",
+    ]

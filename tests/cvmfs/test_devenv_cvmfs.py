@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from imagekit.config import Profile
+from imagekit.cvmfs import backends
+from imagekit.cvmfs.backends import WEB_SERVERS
 from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.errors import MissingPartError, ToolError
 
@@ -80,7 +82,14 @@ def standin(
 def test_repository_is_created_once_with_the_expected_settings(standin: tuple[Profile, Path, Path]) -> None:
     profile, etc, log = standin
     lines: list[str] = []
+    if not any(os.path.isdir(server.etc) for server in WEB_SERVERS):  # mkfs needs one: said, never skipped
+        with pytest.raises(MissingPartError, match=r"Apache \(the Stratum 0's web server\) is missing: "):
+            devenv_cvmfs.ensure_cvmfs_server(profile, lines.append)
+        assert log.read_text().splitlines() == ["list"]
+        return
     devenv_cvmfs.ensure_cvmfs_server(profile, lines.append)
+    assert backends.web_server_running()
+    lines = [line for line in lines if not line.startswith("starting the web server of the Stratum 0")]
     assert log.read_text().splitlines() == ["list", "mkfs -o root -z -g sw.imagekit.test"]
     conf = (etc / "sw.imagekit.test" / "server.conf").read_text().splitlines()
     assert conf[0] == "CVMFS_REPOSITORY_NAME=sw.imagekit.test"
@@ -92,14 +101,20 @@ def test_repository_is_created_once_with_the_expected_settings(standin: tuple[Pr
     log.write_text("")
     devenv_cvmfs.ensure_cvmfs_server(profile, lines.append)
     assert log.read_text().splitlines() == ["list"]
-    assert devenv_cvmfs.status(profile)[:2] == (True, f"{STANDIN}: repository sw.imagekit.test created")
+    created = f"{STANDIN}: repository sw.imagekit.test created; Apache running"
+    assert devenv_cvmfs.status(profile)[:2] == (True, created)
 
 
 def test_failed_mkfs_reports_its_own_words(
     standin: tuple[Profile, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     profile, _, _ = standin
-    assert devenv_cvmfs.status(profile)[:2] == (False, f"{STANDIN}: repository sw.imagekit.test not created")
+    if not any(os.path.isdir(server.etc) for server in WEB_SERVERS):  # mkfs is not even tried
+        with pytest.raises(MissingPartError, match=r"apt-get install -y apache2"):
+            devenv_cvmfs.ensure_cvmfs_server(profile, lambda _: None)
+        return
+    ok, detail, _ = devenv_cvmfs.status(profile)
+    assert not ok and detail.startswith(f"{STANDIN}: repository sw.imagekit.test not created; Apache ")
     monkeypatch.setenv("STANDIN_FAIL_MKFS", "Apache must be installed and running")
     with pytest.raises(ToolError, match=r"mkfs sw.imagekit.test failed \(exit 1\): Apache must be installed"):
         devenv_cvmfs.ensure_cvmfs_server(profile, lambda _: None)
