@@ -155,6 +155,9 @@ class Backend:
     def recover(self, log: Log) -> None:
         """Clean what a crashed run left (called under the lock, before anything else)."""
 
+    def serve(self, log: Log) -> None:
+        """Make the tree readable where it is read; a plain directory always is."""
+
     def transaction(
         self, log: Log, template: tuple[str, str] | None = None
     ) -> contextlib.AbstractContextManager[Transaction]:

@@ -86,7 +86,9 @@ class VerifyResult:
 
 def verify(profile: Profile, repository: str | None = None, tag: str | None = None) -> VerifyResult:
     """Check each published flat (or the one of `repository:tag`) against its index."""
-    root = backend_for(profile).root
+    backend = backend_for(profile)
+    backend.serve(lambda _: None)  # after a reboot a Stratum 0's tree is not mounted until this
+    root = backend.root
     flats: dict[str, list[str]] = {}
     layers: set[str] = set()
     for link in tag_links(root, profile.registry.url):
