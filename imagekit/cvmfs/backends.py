@@ -31,10 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imagekit.config import Profile
-from imagekit.cvmfs.layout import CATALOG, STATE, normalise
+from imagekit.cvmfs.layout import CATALOG, FLAT, LAYERS, STATE, normalise
 from imagekit.errors import MissingPartError, ToolError
+from imagekit.resources import data_path
 
 Log = Callable[[str], None]
+BUCKETS = [f"{n:02x}" for n in range(256)]
+"""`.flat/<xx>` and `.layers/<xx>`: the first two hex digits of a digest."""
+DIRTAB = ".cvmfsdirtab"
 ALREADY_OPEN = 17
 NONE_OPEN = 22
 
@@ -157,6 +161,9 @@ class Backend:
 
     def serve(self, log: Log) -> None:
         """Make the tree readable where it is read; a plain directory always is."""
+
+    def prepare(self, log: Log, layers: bool) -> None:
+        """Make what every publication expects to find (called under the lock, before a publication)."""
 
     def transaction(
         self, log: Log, template: tuple[str, str] | None = None
@@ -557,6 +564,32 @@ class CvmfsServerBackend(Backend):
             if done.returncode != 0:
                 raise ToolError(f"cvmfs_server mount {self.repository} failed: {_tail(done)}")
 
+    def prepare(self, log: Log, layers: bool) -> None:
+        """Every `.flat/<xx>` bucket (and `.layers/<xx>` with `layers`) with its `.cvmfscatalog`, and the
+        `.cvmfsdirtab` imagekit ships, made in one transaction the first time a repository is published
+        to (`imagekit dev up` does it when it creates one): `transaction -T` clones only under an
+        existing parent, and a version whose bucket had to be published first took a transaction more.
+        An older dirtab is replaced: its rules inside the buckets cost every publish ~0.4 s."""
+        wanted = [FLAT, LAYERS] if layers else [FLAT]
+        missing = [
+            f"{top}/{bucket}" for top in wanted for bucket in sorted(set(BUCKETS) - _names(self.root / top))
+        ]
+        dirtab = data_path("cvmfs/cvmfsdirtab").read_bytes()
+        try:
+            new_dirtab = (self.root / DIRTAB).read_bytes() != dirtab
+        except FileNotFoundError:
+            new_dirtab = True
+        if not missing and not new_dirtab:
+            return
+        what = f"its {len(missing)} missing bucket directories" + (f" and {DIRTAB}" if new_dirtab else "")
+        log(f"{self.repository}: making {what} (once)")
+        with self._transaction(log, ()) as txn:
+            if new_dirtab:
+                txn.write_file(DIRTAB, dirtab)
+            for rel in missing:
+                (txn.root / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
+                txn.write_file(f"{rel}/{CATALOG}", b"")
+
     def mounted(self) -> bool:
         return os.path.ismount(self.root) and os.path.ismount(self.spool / "rdonly")
 
@@ -586,17 +619,6 @@ class CvmfsServerBackend(Backend):
                 missing.append(parent)
                 parent = os.path.dirname(parent)
         return sorted(missing, key=lambda rel: rel.count("/"))
-
-    def _new_parent(self, rel: str, log: Log) -> None:
-        """`transaction -T` clones only under an existing parent (upstream's CloneTree refuses with exit
-        22): a new parent (a `.flat/<xx>` bucket) is published first, noted in the spool
-        (`_drop_pending`) until the clone is published."""
-        missing = self._missing_parents([rel])
-        self._note([f"parent {parent}" for parent in missing])
-        if missing:
-            with self._transaction(log, ()) as txn:
-                for parent in missing:
-                    (txn.root / parent).mkdir(mode=0o755)
 
     def _note(self, lines: list[str]) -> None:
         with self._pending_note.open("a", encoding="utf-8") as note:
@@ -636,14 +658,10 @@ class CvmfsServerBackend(Backend):
                 yield txn
             return
         source, destination = normalise(template[0]), normalise(template[1])
-        self._new_parent(destination, log)
-        try:
-            with self._transaction(log, ("-T", f"/{source}=/{destination}")) as txn:
-                yield txn
-        except BaseException:
-            self._undo_pending(log)
-            raise
-        self._pending_note.unlink(missing_ok=True)
+        if not (self.root / os.path.dirname(destination)).is_dir():  # CloneTree would refuse: exit 22
+            raise ToolError(f"cvmfs_server transaction -T: /{os.path.dirname(destination)} is missing")
+        with self._transaction(log, ("-T", f"/{source}=/{destination}")) as txn:
+            yield txn  # an abort (also `recover`'s, after a crash) takes the clone back with it
 
     @contextlib.contextmanager
     def aside(self) -> Iterator[Aside]:
@@ -847,9 +865,17 @@ def _removing(paths: list[Path]) -> Iterator[None]:
         remover.join()
 
 
+def _names(path: Path) -> set[str]:
+    """The names in a directory, from one listing ({} when it is missing)."""
+    try:
+        return set(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
 def _empty_dir(root: Path, rel: str, dropped: list[str]) -> bool:
-    """A directory with nothing in it but what is being dropped with it, and the `.cvmfscatalog` that
-    `cvmfs_server publish` made in it (the repository's `.cvmfsdirtab` names the buckets)."""
+    """A directory with nothing in it but what is being dropped with it, and its `.cvmfscatalog` (which
+    `cvmfs_server publish` makes where the repository's `.cvmfsdirtab` names one)."""
     path = root / rel
     if not path.is_dir() or path.is_symlink():
         return False

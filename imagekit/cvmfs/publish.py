@@ -209,8 +209,8 @@ def _build_flat(
             _place_layer(txn, root, layer, layerfs)
     add_runtime_files(tree, image)
     changed = index.changed | snapshot[1] if snapshot else index.changed
-    if base and txn.cloned:  # the clone's other entries are the published flat's: their structure suffices
-        problems = compare_structure(index, work, full=changed)
+    if base and txn.cloned:  # the clone's other entries are the verified flat's: their listings suffice
+        problems = compare_structure(index, work, full=changed, cloned=True)
     else:
         problems = compare(index, work, trusted=root / base.dir if base else None, changed=changed)
     if not problems and snapshot:  # what the chain shares with the flat was just verified
@@ -363,6 +363,7 @@ def _publish(
         ):
             return PublishResult(done, noop=True, seconds=time.monotonic() - started)
         _require_cvmfs_root(backend)
+        backend.prepare(log, layers)
         # a flat lacking the wanted .layers is built again whole: a layerfs is written as its layer is applied
         base = None if complete or (root / flat).is_dir() else _base_for(root, image, layers)
         template = (base.dir, flat) if base else None

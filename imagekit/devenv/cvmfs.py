@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from imagekit.config import Profile
+from imagekit.config import CvmfsSettings, Profile
 from imagekit.cvmfs.backends import CvmfsServerBackend, ensure_web_server, web_server_running
 from imagekit.devenv.services import Log
 from imagekit.errors import MissingPartError, ToolError
@@ -101,9 +101,10 @@ def apply_settings(repository: str) -> None:
     os.replace(tmp, conf)
 
 
-def create_repository(binary: str, repository: str, log: Log) -> None:
-    """`cvmfs_server mkfs` with the settings imagekit expects; the web server is started first (mkfs
-    refuses without it)."""
+def create_repository(binary: str, repository: str, log: Log, cvmfs: CvmfsSettings | None = None) -> None:
+    """`cvmfs_server mkfs` with the settings imagekit expects (the web server is started first: mkfs
+    refuses without it), then its bucket directories (`CvmfsServerBackend.prepare`; `cvmfs`: the
+    profile's spool, root and `layers`, else upstream's defaults, where mkfs puts a repository)."""
     ensure_web_server(log)
     log(f"creating CVMFS repository {repository} (cvmfs_server mkfs {' '.join(MKFS_OPTIONS)})")
     done = subprocess.run(
@@ -113,6 +114,12 @@ def create_repository(binary: str, repository: str, log: Log) -> None:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
         raise ToolError(f"cvmfs_server mkfs {repository} failed (exit {done.returncode}): {' '.join(tail)}")
     apply_settings(repository)
+    settings = (cvmfs or CvmfsSettings()).model_copy(
+        update={"backend": "cvmfs_server", "repository": repository, "server_binary": binary}
+    )
+    backend = CvmfsServerBackend(Profile(cvmfs=settings))
+    with backend.lock(log):
+        backend.prepare(log, settings.layers)
 
 
 def ensure_cvmfs_server(profile: Profile, log: Log) -> None:
@@ -126,7 +133,7 @@ def ensure_cvmfs_server(profile: Profile, log: Log) -> None:
         if binary is None:
             raise ToolError(f"{PACKAGE} is installed but no cvmfs_server is on PATH (cvmfs.server_binary?)")
     if not listed(binary, profile.cvmfs.repository):
-        create_repository(binary, profile.cvmfs.repository, log)
+        create_repository(binary, profile.cvmfs.repository, log, profile.cvmfs)
     else:  # its web server and mounts, which a reboot took away
         CvmfsServerBackend(profile).serve(log)
 

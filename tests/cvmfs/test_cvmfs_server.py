@@ -27,12 +27,13 @@ import pytest
 
 from imagekit import cvmfs
 from imagekit.config import Profile
-from imagekit.cvmfs.backends import CvmfsServerBackend, Revision, backend_for
+from imagekit.cvmfs.backends import BUCKETS, CvmfsServerBackend, Revision, backend_for
 from imagekit.cvmfs.index import DIR, FILE, SYMLINK, Entry, Index
 from imagekit.cvmfs.verify import compare_structure
 from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.errors import ToolError
 from imagekit.registry import RegistryClient
+from imagekit.resources import data_path
 
 from .images import E, layer, push_layers
 from .test_publish_local import BASE, COTS, code, tree_hash
@@ -110,6 +111,10 @@ def server(
         monkeypatch.setenv("STANDIN_ROOT", profile.cvmfs.root)
         monkeypatch.delenv("STANDIN_LOG", raising=False)
         profile.cvmfs.server_binary, log = _shim(tmp_path, str(STANDIN))
+        backend = CvmfsServerBackend(profile)  # the buckets, as create_repository makes them
+        with backend.lock(lambda _: None):
+            backend.prepare(lambda _: None, layers=False)
+        log.write_text("")
         yield Server(profile, str(STANDIN), log, gc_allowed=False)
         return
     binary = devenv_cvmfs.server_binary(site_profile)
@@ -155,13 +160,11 @@ def test_publish_code_only_version_and_channel_flip(server: Server, registry_cli
     second = _publish(profile, "proc:1.1")
     calls = server.calls()
     template = f"/{second.publication.incremental_from}=/{second.publication.flat}"
-    # `-T` needs the destination's parent: a new .flat/<xx> bucket is published first, on its own
-    new_bucket = Path(second.publication.flat).parent != Path(first.publication.flat).parent
-    bucket = [f"transaction {repo}", f"publish {repo}"] if new_bucket else []
-    assert calls == [*bucket, f"transaction -T {template} {repo}", f"publish {repo}"]
+    # `-T` needs the destination's parent: every .flat/<xx> bucket exists since the repository was made
+    assert calls == [f"transaction -T {template} {repo}", f"publish {repo}"]
     assert "//" not in calls[-2] and not template.endswith("/")
     # the clone is a revision of its own (committed when `-T` opens), then the publish
-    assert second.publication.revision == start + 4 + new_bucket == server.revision()
+    assert second.publication.revision == start + 4 == server.revision()
     assert second.publication.layers_applied == 1
     assert second.publication.bytes_written < 20_000  # the code layer and .singularity.d, never the COTS
     assert tree_hash(v1_flat) == before
@@ -194,7 +197,7 @@ def test_failed_publish_is_aborted_and_reports_its_own_error(
     assert cvmfs.published(profile, repository, "2.0") is None
 
 
-def test_a_failed_code_only_version_leaves_no_new_bucket(
+def test_a_failed_code_only_version_is_aborted_with_its_clone(
     server: Server, registry_client: RegistryClient
 ) -> None:
     profile, repo = server.profile, server.repository
@@ -208,11 +211,10 @@ def test_a_failed_code_only_version_leaves_no_new_bucket(
     with pytest.raises(cvmfs.UnsafeLayer):
         _publish(profile, "proc:2.0")
     calls = server.calls()
-    bucket = [f"transaction {repo}", f"publish {repo}"] if calls[0] == f"transaction {repo}" else []
-    assert calls[len(bucket)].startswith("transaction -T /.imagekit/chains/")
-    assert calls == [*bucket, calls[len(bucket)], f"abort -f {repo}", *bucket]  # the bucket removed again
+    assert calls[0].startswith("transaction -T /.imagekit/chains/")
+    assert calls == [calls[0], f"abort -f {repo}"]  # the abort takes the clone's revision back too
     assert tree_hash(server.root) == before
-    assert server.revision() == revision + len(bucket)
+    assert server.revision() == revision
     assert not (server.spool / "in_transaction.lock").exists()
 
 
@@ -232,6 +234,40 @@ def test_an_open_transaction_from_a_crash_is_aborted_first(
     assert _publish(profile, "proc:1.0").publication.revision == start + 2
     assert server.calls() == [f"abort -f {repo}", *_full(repo)]
     assert not (server.root / "left-by-the-crash").exists()
+    assert cvmfs.verify(profile).problems == {}
+
+
+def test_every_bucket_is_made_once_in_one_transaction(
+    server: Server, registry_client: RegistryClient
+) -> None:
+    """`transaction -T` needs the clone's parent: every `.flat/<xx>` exists from the start (made by
+    create_repository, or by the first publication to a repository that lacks them, with `.layers/<xx>`
+    when the profile wants them), each with its catalog, so no version waits for a bucket of its own."""
+    profile, repo = server.profile, server.repository
+    root, backend = server.root, CvmfsServerBackend(profile)
+    assert sorted(os.listdir(root / ".flat")) == BUCKETS and not (root / ".layers").exists()
+    assert all((root / ".flat" / bucket / ".cvmfscatalog").is_file() for bucket in BUCKETS)
+    assert (root / ".cvmfsdirtab").is_file()
+    with backend.lock(lambda _: None), backend.transaction(lambda _: None) as txn:
+        txn.remove(".flat")  # a repository from before imagekit made its buckets
+        txn.write_file(".cvmfsdirtab", b"/.flat/*\n/.flat/*/*\n")  # and its dirtab then
+    server.calls()
+
+    profile.cvmfs.layers = True
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, code("1.0")])
+    lines: list[str] = []
+    flat = cvmfs.publish(profile, "proc:1.0", skip_reason="test", log=lines.append).publication.flat
+    once = [f"transaction {repo}", f"publish {repo}"]
+    assert server.calls() == [*once, *once]  # the buckets, then the publication (with .layers: in place)
+    assert f"{repo}: making its 512 missing bucket directories and .cvmfsdirtab (once)" in lines
+    assert (root / ".cvmfsdirtab").read_bytes() == data_path("cvmfs/cvmfsdirtab").read_bytes()
+    for top in (".flat", ".layers"):
+        assert sorted(os.listdir(root / top)) == BUCKETS
+        assert all((root / top / bucket / ".cvmfscatalog").is_file() for bucket in BUCKETS)
+        st = os.lstat(root / top / BUCKETS[0])
+        assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o755")
+    assert (root / flat / "opt/processor/VERSION").read_text() == "1.0"
     assert cvmfs.verify(profile).problems == {}
 
 
@@ -288,6 +324,7 @@ def test_rollback_and_gc(server: Server, registry_client: RegistryClient) -> Non
     assert cvmfs.published(profile, repository, "1.1") is None
     assert not os.path.lexists(server.root / profile.registry.url / f"{repository}:1.1")
     assert (channel / "opt/processor/VERSION").read_text() == "1.0"
+    assert sorted(os.listdir(server.root / ".flat")) == BUCKETS  # gc keeps the emptied buckets
 
 
 OWNED = layer(
@@ -454,4 +491,38 @@ def test_the_landed_check_compares_structure_and_reads_only_the_files_it_is_told
         "/d: holds what the image does not: extra",
         "/d/f: mode 0o600, expected 0o644",
         "/d/l: missing (symlink expected)",
+    ]
+
+
+def test_a_clone_is_checked_by_its_listings_and_its_new_entries_in_full(tmp_path: Path) -> None:
+    """What a code-only version checks in its clone: every directory's names and types, and the entries
+    its new layers wrote (`full`) in structure and content; the cloned rest is not looked up on its own."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True, mode=0o755)
+    for name, data in (("old", b"old"), ("new", b"new")):
+        (tree / "d" / name).write_bytes(data)
+        os.chmod(tree / "d" / name, 0o644)
+    os.symlink("old", tree / "d" / "l")
+    index = Index()
+    me = (os.getuid(), os.getgid())
+    index.put("d", Entry(DIR, 0o755, *me))
+    for name, data in (("old", b"old"), ("new", b"new")):
+        index.put(f"d/{name}", Entry(FILE, 0o644, *me, size=3, sha256=hashlib.sha256(data).hexdigest()))
+    index.put("d/l", Entry(SYMLINK, 0o777, *me, target="old"))
+    assert compare_structure(index, tree, full={"d/new"}, cloned=True) == []
+
+    os.chmod(tree / "d" / "old", 0o600)  # a cloned entry: its metadata is the verified flat's catalog's
+    (tree / "d" / "new").write_bytes(b"NEW")
+    assert compare_structure(index, tree, full={"d/new"}, cloned=True) == [
+        "/d/new: content differs from the layers"
+    ]
+    (tree / "d" / "l").unlink()
+    (tree / "d" / "l").mkdir()
+    (tree / "d" / "extra").write_text("")
+    (tree / "d" / "old").unlink()
+    assert compare_structure(index, tree, full={"d/new"}, cloned=True) == [
+        "/d/extra: holds what the image does not",
+        "/d/l: is a directory, expected a symlink",
+        "/d/old: missing (file expected)",
+        "/d/new: content differs from the layers",
     ]

@@ -68,13 +68,15 @@ def standin(
     profile.cvmfs.backend = "cvmfs_server"
     profile.cvmfs.repository = "sw.imagekit.test"
     profile.cvmfs.server_binary = str(STANDIN)
+    profile.cvmfs.spool_dir = str(tmp_path / "spool")
+    profile.cvmfs.root = str(tmp_path / "cvmfs" / profile.cvmfs.repository)
     etc, log = tmp_path / "etc", tmp_path / "calls.log"
     etc.mkdir()
     log.touch()
     monkeypatch.setattr(devenv_cvmfs, "REPOSITORIES_D", etc)
     monkeypatch.setenv("STANDIN_ETC", str(etc))
-    monkeypatch.setenv("STANDIN_SPOOL", str(tmp_path / "spool"))
-    monkeypatch.setenv("STANDIN_ROOT", str(tmp_path / "cvmfs" / profile.cvmfs.repository))
+    monkeypatch.setenv("STANDIN_SPOOL", profile.cvmfs.spool_dir)
+    monkeypatch.setenv("STANDIN_ROOT", profile.cvmfs.root)
     monkeypatch.setenv("STANDIN_LOG", str(log))
     return profile, etc, log
 
@@ -90,13 +92,18 @@ def test_repository_is_created_once_with_the_expected_settings(standin: tuple[Pr
     devenv_cvmfs.ensure_cvmfs_server(profile, lines.append)
     assert backends.web_server_running()
     lines = [line for line in lines if not line.startswith("starting the web server of the Stratum 0")]
-    assert log.read_text().splitlines() == ["list", "mkfs -o root -z -g sw.imagekit.test"]
+    made = ["transaction sw.imagekit.test", "publish sw.imagekit.test"]  # its buckets, in one transaction
+    assert log.read_text().splitlines() == ["list", "mkfs -o root -z -g sw.imagekit.test", *made]
+    assert len(os.listdir(Path(profile.cvmfs.root) / ".flat")) == 256
     conf = (etc / "sw.imagekit.test" / "server.conf").read_text().splitlines()
     assert conf[0] == "CVMFS_REPOSITORY_NAME=sw.imagekit.test"
     settings = dict(line.split("=", 1) for line in conf)
     assert {key: settings[key] for key in devenv_cvmfs.SETTINGS} == devenv_cvmfs.SETTINGS
     assert len(conf) == len(settings)  # each setting once, mkfs's own lines kept
-    assert lines == ["creating CVMFS repository sw.imagekit.test (cvmfs_server mkfs -o root -z -g)"]
+    assert lines == [
+        "creating CVMFS repository sw.imagekit.test (cvmfs_server mkfs -o root -z -g)",
+        "sw.imagekit.test: making its 256 missing bucket directories and .cvmfsdirtab (once)",
+    ]
 
     log.write_text("")
     devenv_cvmfs.ensure_cvmfs_server(profile, lines.append)
