@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import resource
 import shutil
 import statistics
@@ -32,6 +31,7 @@ from imagekit.catalog import resolve_base
 from imagekit.config import Profile, load_profile
 from imagekit.cvmfs.backends import ensure_web_server
 from imagekit.devenv import cvmfs as devenv_cvmfs
+from imagekit.engines.base import STEP_IMAGE
 from imagekit.errors import MissingPartError
 from imagekit.registry import RegistryClient
 
@@ -87,7 +87,7 @@ def build_and_push(profile: Profile, directory: Path, version: str) -> set[str]:
             cached = line.startswith("Step 1/")
         elif line.strip() == "---> Using cache":
             cached = True
-        elif (found := re.fullmatch(r" ---> ([0-9a-f]{12})", line)) and not cached:
+        elif (found := STEP_IMAGE.match(line)) and not cached:
             made.add(found.group(1))
     if done.returncode != 0:
         remove_images(docker, [], made)

@@ -13,7 +13,6 @@ own builds left dangling, read from their output (" ---> <id>"), never every dan
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from imagekit.catalog import resolve_base
 from imagekit.config import Profile, load_profile
+from imagekit.engines.base import named_by, step_images
 from imagekit.pipeline import build_processor
 from imagekit.render import WORK_DIR
 
@@ -33,8 +33,6 @@ COTS_MB = 110
 CODE_FILES = 8
 CODE_FILE_BYTES = 128 * 1024
 COLD_TARGET = 1.1
-# each build step ends with its image's short id: " ---> 1a2b3c4d5e6f" (docker), "--> 1a2b3c4d5e6" (podman)
-STEP_IMAGE = re.compile(r"^\s*-{2,3}> ([0-9a-f]{11,12})\b", re.MULTILINE)
 
 NAIVE_DOCKERFILE = """\
 FROM {base}
@@ -135,11 +133,7 @@ def remove_own(docker: str, tags: list[str], steps: set[str]) -> None:
     """The bench's tags, then the dangling images among its own builds' step images: a build running
     beside the bench has its intermediate images dangling for a moment, and must keep them."""
     subprocess.run([docker, "image", "rm", "--force", *tags], capture_output=True, check=False)
-    own = [
-        image
-        for image in dangling(docker)
-        if {image.removeprefix("sha256:")[:12], image.removeprefix("sha256:")[:11]} & steps
-    ]
+    own = named_by(dangling(docker), steps)
     if own:
         subprocess.run([docker, "image", "rm", "--force", *own], capture_output=True, check=False)
 
@@ -168,7 +162,7 @@ def imagekit_builds(profile: Profile, directory: Path, steps: set[str]) -> Calla
             build_processor(directory, profile, on_line=lambda _line: None, no_cache=no_cache)
         finally:
             log = directory / WORK_DIR / "build.log"
-            steps.update(STEP_IMAGE.findall(log.read_text(encoding="utf-8", errors="replace")))
+            steps.update(step_images(log.read_text(encoding="utf-8", errors="replace")))
 
     return build
 
@@ -185,7 +179,7 @@ def naive_builds(profile: Profile, directory: Path, steps: set[str]) -> tuple[Pa
         command = [docker, "build", "--network", profile.engine.network, "-t", "bench-naive:latest"]
         flags = ["--no-cache"] if no_cache else []
         done = subprocess.run([*command, *flags, str(context)], env=env, capture_output=True, text=True)
-        steps.update(STEP_IMAGE.findall(done.stdout))
+        steps.update(step_images(done.stdout))
         done.check_returncode()
 
     return context, build

@@ -8,7 +8,6 @@ elsewhere they are skipped with the reason and the command that gets the part.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from imagekit.config import Profile, load_profile
+from imagekit.engines.base import named_by, step_images
 from imagekit.errors import ImagekitError
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -73,8 +73,6 @@ def _dangling(docker: str) -> set[str]:
 
 # engine binaries whose stage images the session's builds may have left dangling
 _engines_used: set[str] = set()
-# each build step ends with its image's short id: " ---> 1a2b3c4d5e6f" (docker), "--> 1a2b3c4d5e6" (podman)
-_STEP_IMAGE = re.compile(r"^\s*-{2,3}> ([0-9a-f]{11,12})\b", re.MULTILINE)
 
 
 @pytest.fixture
@@ -106,7 +104,7 @@ def _step_images(config: pytest.Config) -> set[str]:
     found: set[str] = set()
     for log in base.rglob("*.log"):
         try:
-            found.update(_STEP_IMAGE.findall(log.read_text(encoding="utf-8", errors="replace")))
+            found |= step_images(log.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             continue
     return found
@@ -120,11 +118,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     own = _own_images | _step_images(session.config)
     for binary in _engines_used:
-        leftovers = [
-            image
-            for image in _dangling(binary)
-            if {image.removeprefix("sha256:")[:12], image.removeprefix("sha256:")[:11]} & own
-        ]
+        leftovers = named_by(_dangling(binary), own)
         if leftovers:
             subprocess.run([binary, "image", "rm", "--force", *leftovers], capture_output=True, check=False)
 

@@ -11,6 +11,23 @@ from typing import Protocol
 
 from imagekit.errors import BuildError, InputError, ToolError
 
+STEP_IMAGE = re.compile(r"^\s*-{2,3}> ([0-9a-f]{11,12})\b", re.MULTILINE)
+"""The line ending a build step with the short id of its image: ` ---> 1a2b3c4d5e6f` (docker's
+legacy builder), `--> 1a2b3c4d5e6` (podman)."""
+
+
+def step_images(output: str) -> set[str]:
+    """The short ids of the step images a build's output names."""
+    return set(STEP_IMAGE.findall(output))
+
+
+def named_by(image_ids: Iterable[str], short_ids: set[str]) -> list[str]:
+    """The full image ids among `image_ids` that one of `short_ids` (from build output) names."""
+    return [
+        i for i in image_ids if {i.removeprefix("sha256:")[:12], i.removeprefix("sha256:")[:11]} & short_ids
+    ]
+
+
 LogSink = Callable[[str], None]
 
 # "Step 3/9 : RUN make" (docker legacy), "STEP 3/9: RUN make" (buildah), "[2/3] STEP 3/9: RUN make"

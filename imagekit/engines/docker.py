@@ -28,6 +28,7 @@ from python_on_whales.utils import stream_stdout_and_stderr
 
 from imagekit.config import Profile
 from imagekit.engines.base import (
+    STEP_IMAGE,
     BuildTranscript,
     BuiltImage,
     Layer,
@@ -47,7 +48,6 @@ FOUNDATION_STATE = "foundation-image.json"
 """Beside build.log: the foundation key of the last full build and its step's image (a cache)."""
 SLIM_CONTEXT = "slim-context"
 _STEP = re.compile(r"^Step (\d+)/(\d+) : ")
-_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$")
 _INSTALL = {
     "docker": "apt-get install -y docker.io (or set engine.docker_binary)",
     "podman": "apt-get install -y podman (or set engine.podman_binary)",
@@ -187,7 +187,7 @@ class DockerEngine:
         for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines():
             if match := _STEP.match(line):
                 step = (int(match[1]), int(match[2]))
-            elif (match := _STEP_IMAGE.match(line)) and step == (foundation.step, foundation.steps):
+            elif (match := STEP_IMAGE.match(line)) and step == (foundation.step, foundation.steps):
                 short = match[1]
         image = self.image_id(short) if short else None
         if image is None:
