@@ -36,6 +36,7 @@ from imagekit.manifest.rules import (
     unknown_image_problem,
 )
 from imagekit.mirror import mirror_from_setting
+from imagekit.render.repack import Placement
 from imagekit.render.source import SourceInfo
 
 VENV = "/opt/venv"
@@ -92,6 +93,10 @@ class Repack(_Frozen):
     """Checked while repacking, so a wrong COTS checksum fails before any build."""
     extract_to: str
     strip_components: int
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.extract_to, self.strip_components)
 
 
 class ContextFile(_Frozen):

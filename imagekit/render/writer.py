@@ -28,7 +28,7 @@ from imagekit.errors import InputError
 from imagekit.manifest import LoadedManifest
 from imagekit.render.context import CACHE_PATTERNS, ContextFile, RenderContext, Repack, render_context
 from imagekit.render.foundation import FOUNDATION_FILE, foundation_of
-from imagekit.render.repack import ChecksumMismatch, Placement, RepackError, repack_archive, reuse_previous
+from imagekit.render.repack import ChecksumMismatch, RepackError, repack_archive, reuse_previous
 from imagekit.render.source import SourceInfo
 from imagekit.render.templates import environment, render_template
 
@@ -104,10 +104,9 @@ def _repack(
 ) -> None:
     """The local COTS archive, checked against its sha256 while it is read, as the tar ADD unpacks;
     `previous`, the same file of the last render, is reused when it was made from the same archive."""
-    placement = Placement(extract_to=repack.extract_to, strip_components=repack.strip_components)
     try:
-        if not reuse_previous(previous, source, target, placement, repack.sha256):
-            repack_archive(source, target, placement, repack.sha256)
+        if not reuse_previous(previous, source, target, repack.placement, repack.sha256):
+            repack_archive(source, target, repack.placement, repack.sha256)
     except ChecksumMismatch as exc:
         field = item.field.removesuffix(".source") + ".sha256"
         raise InputError(
@@ -143,9 +142,7 @@ def _foundation(context: RenderContext, dockerfile: str, staging: Path) -> str |
     identities = {}
     for item in context.files:
         if item.repack:
-            repack = item.repack
-            placement = Placement(extract_to=repack.extract_to, strip_components=repack.strip_components)
-            identities[item.path] = placement.stamp(repack.sha256).decode()
+            identities[item.path] = item.repack.placement.stamp(item.repack.sha256).decode()
         elif item.field.startswith("site."):
             identities[item.path] = hashlib.sha256((staging / item.path).read_bytes()).hexdigest()
     foundation = foundation_of(dockerfile, context, identities)
