@@ -556,7 +556,7 @@ class CvmfsServerBackend(Backend):
         conf = _server_conf(self.repository)
         if conf is None:  # not a repository of this machine (a stand-in's); lock_path says what is missing
             return
-        if conf.get("CVMFS_UPSTREAM_STORAGE", "local,").startswith("local,"):
+        if _served_here(conf):
             ensure_web_server(log)
         if not self.mounted():
             log(f"{self.repository} is not mounted (after a reboot?): cvmfs_server mount {self.repository}")
@@ -598,8 +598,7 @@ class CvmfsServerBackend(Backend):
         conf = _server_conf(self.repository)
         if conf is None:
             return []
-        local = conf.get("CVMFS_UPSTREAM_STORAGE", "local,").startswith("local,")
-        stopped = ["Apache not running"] if local and not web_server_running() else []
+        stopped = ["Apache not running"] if _served_here(conf) and not web_server_running() else []
         return stopped + ([] if self.mounted() else ["not mounted (after a reboot?)"])
 
     @property
@@ -772,6 +771,11 @@ def _server_conf(repository: str) -> dict[str, str] | None:
         return None
     pairs = (line.partition("=") for line in lines if not line.lstrip().startswith("#"))
     return {key.strip(): value.strip().strip("'\"") for key, sep, value in pairs if sep}
+
+
+def _served_here(conf: dict[str, str]) -> bool:
+    """Whether the repository's store is on this machine, served by its own Apache."""
+    return conf.get("CVMFS_UPSTREAM_STORAGE", "local,").startswith("local,")
 
 
 @dataclass(frozen=True)
