@@ -28,7 +28,8 @@ STATE = Path(".imagekit") / "foundation-image.json"
 def build(directory: Path, profile: Profile, tags: list[str]) -> tuple[BuiltImage, list[str]]:
     lines: list[str] = []
     outcome = build_processor(directory, profile, on_line=lines.append)
-    tags.extend(outcome.image.tags)
+    # its id too: the next build of the directory moves the tags, and this image would stay dangling
+    tags.extend([*outcome.image.tags, outcome.image.id])
     return outcome.image, lines
 
 
