@@ -35,12 +35,12 @@ def promote(
 def rollback(
     profile: Profile, name: str, channel: str, *, to: str | None = None, log: Log = lambda _m: None
 ) -> ChannelMove:
-    """Back to `to`, or to what the registry's history says the channel held before its last move."""
-    ref = to or registry.previous_digest(profile, name, channel)
-    return _move(profile, name, ref, channel, "rollback", log)
+    """Back to `to`, or to what the registry's history says the channel held before its last move (read
+    under the lock: a rollback running meanwhile may have moved the channel but not yet recorded it)."""
+    return _move(profile, name, to, channel, "rollback", log)
 
 
-def _move(profile: Profile, name: str, ref: str, channel: str, action: str, log: Log) -> ChannelMove:
+def _move(profile: Profile, name: str, ref: str | None, channel: str, action: str, log: Log) -> ChannelMove:
     """One channel move of a processor at a time: the registry has no compare-and-swap, so two moves
     at once could leave the tree at one version and the registry at the other, and a history entry
     naming a stale `previous`. Under the lock each reads and moves both sides in turn."""
@@ -52,6 +52,8 @@ def _move(profile: Profile, name: str, ref: str, channel: str, action: str, log:
         except BlockingIOError:
             log(f"waiting for another promote or rollback of {name} to finish (lock {lock})")
             fcntl.flock(handle, fcntl.LOCK_EX)
+        if ref is None:
+            ref = registry.previous_digest(profile, name, channel)
         return _move_locked(profile, name, ref, channel, action, log)
 
 
