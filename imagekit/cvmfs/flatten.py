@@ -15,6 +15,7 @@ link of the file just written to the flat (no data is written twice). The flat's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -22,7 +23,7 @@ import shutil
 import stat
 import tarfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, cast
@@ -44,6 +45,14 @@ _INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)  # isal's stub declare
 
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _Contents(Protocol):
+    def contents(self, member: tarfile.TarInfo) -> Iterator[bytes]: ...
 
 
 class UnsafeLayer(InputError):
@@ -70,6 +79,12 @@ class Limits:
     max_entries: int
     max_bytes: int
 
+    def too_many(self, layer: str) -> UnsafeLayer:
+        return UnsafeLayer(
+            f"layer {layer}: more than {self.max_entries} entries in the image (cvmfs.max_entries); "
+            "refused, nothing published"
+        )
+
 
 @dataclass(frozen=True)
 class Meta:
@@ -91,6 +106,7 @@ class Tree:
         *,
         markers: bool = True,
         limits: Limits | None = None,
+        digests: bool = True,
     ) -> None:
         self.index = index
         self.root = root
@@ -98,7 +114,12 @@ class Tree:
         self.limits = limits
         self.markers = markers
         """Whether overlayfs markers (whiteouts, opaque) can be written here (not through a CVMFS union)."""
+        self.digests = digests
+        """Whether an index without a directory hashes contents (not where they are hashed as sent on)."""
         self._own_inodes: set[int] = set()
+        self._layer_nodes: set[int] = set()
+        """Files the layer being applied wrote: a hard link to one of them shares its inode, as in the
+        layer's own directory; a hard link to an earlier layer's file copies it up first (overlayfs)."""
         self._dir_times: list[tuple[str, float]] = []
 
     def _disk(self, path: str) -> str:
@@ -112,10 +133,7 @@ class Tree:
         if self.limits is None:
             return
         if self.stats.entries_seen > self.limits.max_entries:
-            raise UnsafeLayer(
-                f"layer {layer}: more than {self.limits.max_entries} entries in the image "
-                "(cvmfs.max_entries); refused, nothing published"
-            )
+            raise self.limits.too_many(layer)
         if self.stats.bytes_seen > self.limits.max_bytes:
             raise UnsafeLayer(
                 f"layer {layer}: '{member.name}' takes the image past {self.limits.max_bytes} bytes of files "
@@ -179,7 +197,8 @@ class Tree:
         size = 0
         if self.root is None:
             for chunk in chunks:
-                digest.update(chunk)
+                if self.digests:
+                    digest.update(chunk)
                 size += len(chunk)
         else:
             full = self._disk(path)
@@ -206,7 +225,9 @@ class Tree:
             finally:
                 os.close(fd)
         node = self.index.new_node()
-        self.index.put(path, Entry(FILE, meta.mode, meta.uid, meta.gid, size, digest.hexdigest(), node=node))
+        self._layer_nodes.add(node)
+        sha256 = digest.hexdigest() if self.digests or self.root is not None else ""
+        self.index.put(path, Entry(FILE, meta.mode, meta.uid, meta.gid, size, sha256, node=node))
         self.stats.entries_written += 1
         self.stats.bytes_written += size
 
@@ -231,7 +252,9 @@ class Tree:
             return
         self._replace(path, linked.kind)
         same = (linked.mode, linked.uid, linked.gid) == (meta.mode, meta.uid, meta.gid)
-        shared = self.root is not None and os.lstat(self._disk(target)).st_ino not in self._own_inodes
+        shared = linked.node not in self._layer_nodes or (
+            self.root is not None and os.lstat(self._disk(target)).st_ino not in self._own_inodes
+        )
         if linked.kind == FILE and not same and shared:
             self._copy_up(target, linked)
             linked = self.index.get(target) or linked
@@ -293,7 +316,13 @@ class Tree:
         self.index.put(path, replace(found, opaque=True))
 
     def _copy_up(self, path: str, entry: Entry) -> None:
-        """Give `path` an inode of its own before its metadata changes (it is shared with another tree)."""
+        """Give `path` an inode of its own before its metadata changes (it is shared with an earlier
+        layer, or another tree)."""
+        if self.root is None:
+            node = self.index.new_node()
+            self._layer_nodes.add(node)
+            self.index.put(path, replace(entry, node=node))
+            return
         full = self._disk(path)
         mtime = os.lstat(full).st_mtime
         with open(full, "rb") as source:
@@ -302,6 +331,7 @@ class Tree:
 
     def finish_layer(self) -> None:
         """Directory times last: creating their children changed them."""
+        self._layer_nodes.clear()
         if self.root is None:
             return
         for path, mtime in reversed(self._dir_times):
@@ -363,19 +393,20 @@ class _Layer:
             if path not in self.created:
                 self.tree.remove(path)
 
-    def apply(self, member: tarfile.TarInfo, archive: _TarStream) -> None:
+    def apply(self, member: tarfile.TarInfo, archive: _Contents) -> str | None:
+        """The path of the entry the member made, None for one it made none for."""
         self.tree.account(member, self.name)
         parts = _components(member.name, self.name)
         if not parts:
-            return  # the root itself keeps 0755 root:root
+            return None  # the root itself keeps 0755 root:root
         if parts[-1].startswith(WHITEOUT):
             self.whiteout(parts, member.name)
-            return
+            return None
         path = "/".join(parts)
         if member.ischr() or member.isblk() or member.isfifo():
             kind = "FIFO" if member.isfifo() else "device node"
             self.tree.stats.skipped.append(f"{self.name}: /{path} ({kind}, not created)")
-            return
+            return None
         self.parent_ok(parts, member.name)
         meta = Meta(member.mode & 0o7777, member.uid, member.gid, member.mtime, _xattrs(member))
         if member.mode & (stat.S_ISUID | stat.S_ISGID) and (member.isreg() or member.islnk()):
@@ -401,10 +432,11 @@ class _Layer:
             self.tree.put_hardlink(path, target, meta)
         else:
             self.tree.stats.skipped.append(f"{self.name}: /{path} (tar type {member.type!r}, not created)")
-            return
+            return None
         self.created.add(path)
         if self.layerfs is not None:
             self.layerfs.apply(member, parts, meta)
+        return path
 
 
 class _LayerFs:
@@ -655,21 +687,66 @@ class _TarStream:
             self.skip_to(self.offset)  # what the member's data left unread, and its padding
 
 
-def apply_layer(tree: Tree, stream: Readable, layer: str, layerfs: Tree | None = None) -> None:
-    """Apply one layer blob (as stored in the registry) on top of `tree`, and to `layerfs` on its own."""
-    current = _Layer(tree, layer, layerfs)
+@contextlib.contextmanager
+def open_layer(stream: Readable, layer: str) -> Iterator[_TarStream]:
+    """A layer blob (as stored in the registry) as a tar being read: its members, each one's contents.
+    Read to its end, so that the blob's digest is checked over every byte."""
     blob = _Prefetch(_read(stream), "layer-download")
     source = _Prefetch(_uncompressed(iter(blob), layer), "layer-inflate")
     try:
-        archive = _TarStream(source, layer)
-        for member in archive.members():
-            current.apply(member, archive)
+        yield _TarStream(source, layer)
         while source.get():
             pass  # the end blocks and padding: the blob's digest covers every byte
     finally:
         source.stop()
         blob.close()
         source.close()
+
+
+def apply_layer(tree: Tree, stream: Readable, layer: str, layerfs: Tree | None = None) -> None:
+    """Apply one layer blob on top of `tree`, and to `layerfs` on its own."""
+    current = _Layer(tree, layer, layerfs)
+    try:
+        with open_layer(stream, layer) as archive:
+            for member in archive.members():
+                current.apply(member, archive)
+    finally:
         tree.finish_layer()
         if layerfs is not None:
             layerfs.finish_layer()
+
+
+def read_members(stream: Readable, layer: str, limits: Limits) -> list[tarfile.TarInfo]:
+    """A layer's members, their contents read past (the blob's digest checked), for `apply_members`:
+    several layers can be read at once. More than `limits.max_entries` are refused as they come."""
+    members: list[tarfile.TarInfo] = []
+    with open_layer(stream, layer) as archive:
+        for member in archive.members():
+            members.append(member)
+            if len(members) > limits.max_entries:
+                raise limits.too_many(layer)
+    return members
+
+
+class _Unread:
+    """The contents of members read past: runs of zeros of their size, for an index that counts them."""
+
+    @staticmethod
+    def contents(member: tarfile.TarInfo) -> Iterator[bytes]:
+        return _zeros(member.size)
+
+
+def apply_members(
+    tree: Tree, members: list[tarfile.TarInfo], layer: str, made: Callable[[tarfile.TarInfo, str], None]
+) -> None:
+    """Apply a layer's `read_members` to an index alone (a tree without a directory that does not hash
+    contents), with every check `apply_layer` makes; `made(member, path)` is told of each entry made."""
+    assert tree.root is None and not tree.digests
+    current = _Layer(tree, layer)
+    try:
+        for member in members:
+            path = current.apply(member, _Unread)
+            if path is not None:
+                made(member, path)
+    finally:
+        tree.finish_layer()

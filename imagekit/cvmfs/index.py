@@ -7,6 +7,7 @@ share a `node`, so a change of an inode's metadata reaches every name of it, as 
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -47,6 +48,8 @@ class Index:
         self.changed: set[str] = set()
         """Paths put since the index was made or loaded: what an incremental publish has to check."""
         self._next_node = 1
+        self._lines: dict[str, tuple[Entry, str]] = {}
+        """Each loaded entry with its line as read: `dumps` writes it again unless the entry was replaced."""
 
     def new_node(self) -> int:
         self._next_node += 1
@@ -94,30 +97,58 @@ class Index:
         return iter(sorted(self.entries.items()))
 
     def dumps(self) -> bytes:
-        """gzip'd JSON lines, one entry a line."""
-        lines = (
-            json.dumps(
-                [name, e.kind, e.mode, e.uid, e.gid, e.size, e.sha256, e.target, e.node, int(e.opaque)]
-            )
-            for name, e in self.items()
-        )
+        """gzip'd JSON lines, one entry a line, by path; a loaded entry's line is the one read (the same
+        bytes: `dumps` wrote it), so a code-only version serialises only what its layers changed."""
+        entries, kept = self.entries, self._lines
+        lines = []
+        for name in sorted(entries):
+            e = entries[name]
+            line = kept.get(name)
+            lines.append(line[1] if line is not None and line[0] is e else _line(name, e))
         return gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=3, mtime=0)
 
     @classmethod
     def load(cls, path: Path) -> Index:
+        """The index `dumps` wrote. A code-only version loads its ~10,000 entries while its copy is
+        linked, and the two share the GIL: `put` is inlined (its lines come sorted, parents first), and
+        the cyclic GC is paused meanwhile (entries hold no cycles; its passes over them cost more than
+        the parsing, ~30 ms now and then)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._parse(gzip.decompress(path.read_bytes()).decode("utf-8").rstrip("\n"))
+        finally:
+            if collecting:
+                gc.enable()
+
+    @classmethod
+    def _parse(cls, text: str) -> Index:
         index = cls()
-        text = gzip.decompress(path.read_bytes()).decode("utf-8").rstrip("\n")
+        entries, children, kept = index.entries, index.children, index._lines
         # one parse for all lines (JSON escapes every newline inside a string): ten times faster
-        for name, kind, mode, uid, gid, size, sha, target, node, *rest in json.loads(
-            f"[{text.replace(chr(10), ',')}]"
+        records = json.loads(f"[{text.replace(chr(10), ',')}]")
+        for (name, kind, mode, uid, gid, size, sha, target, node, *rest), line in zip(
+            records, text.split("\n"), strict=True
         ):
             opaque = bool(rest and rest[0])
             if name == "":
-                index.entries[""] = Entry(kind, mode, uid, gid, opaque=opaque)
+                entries[""] = Entry(kind, mode, uid, gid, opaque=opaque)
                 continue
-            index.put(name, Entry(kind, mode, uid, gid, size, sha, target, node, opaque))
-        index.changed.clear()
+            parent, _, base = name.rpartition("/")
+            children[parent].add(base)
+            entry = entries[name] = Entry(kind, mode, uid, gid, size, sha, target, node, opaque)
+            if kind == DIR:
+                children.setdefault(name, set())
+            else:
+                children.pop(name, None)
+            if len(rest) == 1:  # a line without the `opaque` field is written anew, with it
+                kept[name] = (entry, line)
+        index._next_node = max(index._next_node, max((each.node for each in entries.values()), default=0))
         return index
+
+
+def _line(name: str, e: Entry) -> str:
+    return json.dumps([name, e.kind, e.mode, e.uid, e.gid, e.size, e.sha256, e.target, e.node, int(e.opaque)])
 
 
 def entry_kind(st: os.stat_result) -> str:

@@ -3,9 +3,10 @@
 One publication, under the repository lock and inside one backend transaction: pull by digest, build
 the flat (from a published flat whose layer chain this image extends, when there is one: only the new
 layers are applied), check it against its index, then write the flat's index, the metadata
-(manifest.json last: the mark of completeness) and the tag symlink. Where the backend builds a whole
-new flat aside (cvmfs_server), it is built and checked there, landed (ingested) and checked again where
-it landed before that transaction; a failure removes it again.
+(manifest.json last: the mark of completeness) and the tag symlink. Where the backend lands a whole
+new flat from a tar stream (cvmfs_server ingest), the layers are read twice: once to know and judge
+the whole tree, once to stream it; it is checked where it landed before that transaction, and a
+failure removes it again.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagekit.config import Profile
-from imagekit.cvmfs.backends import Aside, Backend, Revision, Transaction, backend_for
-from imagekit.cvmfs.flatten import Limits, Stats, Tree, apply_layer
+from imagekit.cvmfs import stream
+from imagekit.cvmfs.backends import Backend, Revision, Transaction, backend_for
+from imagekit.cvmfs.flatten import Limits, Stats, Tree, Writable, apply_layer
 from imagekit.cvmfs.index import Index
 from imagekit.cvmfs.layout import (
     CATALOG,
@@ -223,31 +225,76 @@ def _build_flat(
             f"{image.ref}: the flattened tree does not match its layers (nothing published): "
             + "; ".join(problems[:5])
         )
-    txn.write_file(index_rel(image.config_hex), index.dumps())
-    info = FlatInfo(dir=target, index=index_rel(image.config_hex), chain=list(image.chain))
-    txn.write_file(f"{STATE}/flats/{image.config_hex}.json", info.model_dump_json().encode())
+    _record_flat(txn, image, index)
     txn.place_tree(target)
     _bucket_catalog(txn, root, target)
     return tree.stats
+
+
+def _record_flat(txn: Transaction, image: Image, index: Index) -> None:
+    txn.write_file(index_rel(image.config_hex), index.dumps())
+    info = FlatInfo(
+        dir=flat_rel(image.config_hex), index=index_rel(image.config_hex), chain=list(image.chain)
+    )
+    txn.write_file(f"{STATE}/flats/{image.config_hex}.json", info.model_dump_json().encode())
+
+
+def _record_chain(txn: Transaction, rel: str, index: Index, chain: tuple[str, ...]) -> None:
+    txn.write_file(f"{rel}.index.gz", index.dumps())
+    info = FlatInfo(dir=rel, index=f"{rel}.index.gz", chain=list(chain))
+    txn.write_file(f"{rel}.json", info.model_dump_json().encode())
+
+
+def _land_flat(
+    backend: Backend,
+    landing: contextlib.ExitStack,
+    image: Image,
+    source: RegistryClient,
+    log: Log,
+    limits: Limits,
+) -> stream.Plan:
+    """A whole new flat (and its chain snapshot) streamed into the backend and checked where it landed;
+    removed again when the `landing` stack unwinds with an error. The first reading of the layers runs
+    while the backend starts taking the stream (ingest opens its transaction meanwhile)."""
+    root = backend.root
+    chain = chain_rel(image.chain[:-1]) if len(image.layers) >= 2 else None
+    chain = chain if chain is not None and not (root / chain).is_dir() else None
+    trees = [flat_rel(image.config_hex), *([chain] if chain else [])]
+    planned: list[stream.Plan] = []
+
+    def send(out: Writable, parents: list[str]) -> None:
+        planned.append(stream.plan(image, source, trees[0], chain, limits, log))
+        stream.send(planned[0], image, source, out, parents, log)
+
+    landing.enter_context(backend.landed(trees, send, log))
+    flat = planned[0].trees[0]
+    for tree in planned[0].trees:
+        if tree is flat:
+            problems = compare_structure(tree.index, root / tree.rel)
+        else:  # what the chain has as the flat has it was just checked there: its listings suffice
+            own = {path for path, entry in tree.index.entries.items() if flat.index.get(path) != entry}
+            problems = compare_structure(tree.index, root / tree.rel, full=own, cloned=True)
+        if problems:
+            raise ToolError(
+                f"{image.ref}: /{tree.rel} as landed in {root} does not match its layers "
+                "(nothing published): " + "; ".join(problems[:5])
+            )
+    return planned[0]
+
+
+def _record_landed(txn: Transaction, root: Path, image: Image, planned: stream.Plan) -> None:
+    """The indexes and records of what `_land_flat` landed, in the transaction of the metadata."""
+    flat, *chains = planned.trees
+    for chain in chains:
+        _record_chain(txn, chain.rel, chain.index, image.chain[:-1])
+    _record_flat(txn, image, flat.index)
+    _bucket_catalog(txn, root, flat.rel)
 
 
 def _bucket_catalog(txn: Transaction, root: Path, rel: str) -> None:
     bucket = os.path.dirname(rel)
     if not (root / bucket / CATALOG).exists():
         txn.write_file(f"{bucket}/{CATALOG}", b"")
-
-
-def _check_landed(aside: Aside, root: Path, image: Image) -> None:
-    """Each whole tree where the backend landed it, against its index: its structure (the contents were
-    checked aside, and the store checks each object against its content hash when it is read)."""
-    for rel in aside.trees:
-        index = index_rel(image.config_hex) if rel == flat_rel(image.config_hex) else f"{rel}.index.gz"
-        problems = compare_structure(Index.load(aside.root / index), root / rel)
-        if problems:
-            raise ToolError(
-                f"{image.ref}: /{rel} as landed in {root} does not match its layers (nothing published): "
-                + "; ".join(problems[:5])
-            )
 
 
 def _place_layer(txn: Transaction, root: Path, layer: Layer, layerfs: Tree) -> None:
@@ -271,9 +318,7 @@ def _keep_chain(txn: Transaction, root: Path, tree: Tree, chain: tuple[str, ...]
     if (root / rel).is_dir():
         return False
     txn.copy_tree(work, rel)
-    txn.write_file(f"{rel}.index.gz", tree.index.dumps())
-    info = FlatInfo(dir=rel, index=f"{rel}.index.gz", chain=list(chain))
-    txn.write_file(f"{rel}.json", info.model_dump_json().encode())
+    _record_chain(txn, rel, tree.index, chain)
     return True
 
 
@@ -371,14 +416,16 @@ def _publish(
         whole = not complete and base is None and not layers and not os.path.lexists(root / flat)
         stats = Stats()
         with contextlib.ExitStack() as landing:
-            aside = landing.enter_context(backend.aside()) if whole else None
-            if aside is not None:
-                stats = _build_flat(aside, image, source, None, root, log, layers, limits)
-                landing.enter_context(backend.landed(aside, log))  # removed again if what follows fails
-                _check_landed(aside, root, image)
+            landed = (
+                _land_flat(backend, landing, image, source, log, limits)
+                if whole and backend.streams
+                else None
+            )
+            if landed is not None:
+                stats = landed.stats
             with backend.transaction(log, template) as txn:
-                if aside is not None:
-                    aside.replay(txn)  # the flat's index and records, the bucket's catalog
+                if landed is not None:
+                    _record_landed(txn, root, image, landed)
                 elif not complete:
                     stats = _build_flat(txn, image, source, base, root, log, layers, limits)
                 else:

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import pytest
 
 from imagekit import cvmfs
 from imagekit.config import Profile
+from imagekit.cvmfs import stream
 from imagekit.cvmfs.backends import BUCKETS, CvmfsServerBackend, Revision, backend_for
 from imagekit.cvmfs.index import DIR, FILE, SYMLINK, Entry, Index
 from imagekit.cvmfs.verify import compare_structure
@@ -381,6 +382,38 @@ def test_a_failed_ingest_leaves_nothing_and_the_next_publish_works(
     assert not (server.spool / "imagekit.pending").exists()
 
     monkeypatch.delenv("IMAGEKIT_TEST_FAIL")
+    again = _publish(profile, "proc:1.0")
+    assert server.calls() == _full(repo)
+    assert cvmfs.verify(profile).problems == {}
+    assert (server.root / again.publication.flat / "opt/processor/VERSION").read_text() == "1.0"
+
+
+def test_a_failure_while_streaming_stops_ingest_and_leaves_nothing(
+    server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layers are read a second time while ingest takes the tar: when that fails (here: the registry
+    goes away after the first file's bytes), ingest is stopped before it could publish, and its
+    transaction aborted; the error reported is the original one."""
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
+    before, revision = tree_hash(server.root), server.revision()
+    sent = stream._TarOut.data
+
+    def registry_gone(self: stream._TarOut, chunks: Iterable[bytes], size: int, name: str) -> str:
+        if name.endswith("opt/cots/lib.so"):
+            raise ToolError("test: the registry went away")
+        return sent(self, chunks, size, name)
+
+    with monkeypatch.context() as failing, pytest.raises(ToolError, match=r"^test: the registry went away$"):
+        failing.setattr(stream._TarOut, "data", registry_gone)
+        _publish(profile, "proc:1.0")
+    calls = server.calls()  # an abort only when ingest had opened its transaction before it was stopped
+    assert calls in ([f"ingest -t - -b / -k {repo}"], [f"ingest -t - -b / -k {repo}", f"abort -f {repo}"])
+    assert tree_hash(server.root) == before and server.revision() == revision
+    assert not (server.spool / "in_transaction.lock").exists()
+    assert not (server.spool / "imagekit.pending").exists()
+
     again = _publish(profile, "proc:1.0")
     assert server.calls() == _full(repo)
     assert cvmfs.verify(profile).problems == {}
