@@ -837,7 +837,7 @@ class _WriteAhead:
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_AHEAD)
-        self._broken: BrokenPipeError | None = None
+        self._broken: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="ingest-write", daemon=True)
         self._thread.start()
 
@@ -846,7 +846,7 @@ class _WriteAhead:
             if self._broken is None:
                 try:
                     self._out.write(data)
-                except BrokenPipeError as exc:
+                except OSError as exc:  # BrokenPipeError when ingest stopped reading
                     self._broken = exc  # the rest is taken and dropped: the sender never blocks on it
 
     def write(self, data: bytes) -> int:
@@ -856,7 +856,7 @@ class _WriteAhead:
         return len(data)
 
     def close(self) -> None:
-        """Everything written has gone on (BrokenPipeError if the reader stopped)."""
+        """Everything written has gone on (BrokenPipeError if the reader stopped, or the write's error)."""
         self.stop()
         if self._broken is not None:
             raise self._broken
