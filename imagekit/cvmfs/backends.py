@@ -423,35 +423,23 @@ class _LinkCopy:
         self, src: str, dst: str, st: os.stat_result, depth: int
     ) -> list[tuple[str, str, os.stat_result, int]]:
         found = []
-        src_fd = os.open(src, _DIRECTORY)
-        try:
-            dst_fd = os.open(dst, _DIRECTORY)
-            try:
-                with os.scandir(src_fd) as entries:
-                    for entry in entries:
-                        name = entry.name
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                os.mkdir(name, 0o700, dir_fd=dst_fd)
-                                sub = entry.stat(follow_symlinks=False)
-                                found.append((f"{src}/{name}", f"{dst}/{name}", sub, depth + 1))
-                            else:
-                                os.link(
-                                    name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False
-                                )
-                        except OSError as exc:  # named by its paths, not by the name in its directory
-                            raise OSError(
-                                exc.errno, exc.strerror, f"{src}/{name}", None, f"{dst}/{name}"
-                            ) from exc
-                if st.st_mode & 0o300 == 0o300:
-                    self._set_metadata(src_fd, dst_fd, st, dst)
-                else:
-                    with self.turn:
-                        self.last.append((src, dst, st, depth))
-            finally:
-                os.close(dst_fd)
-        finally:
-            os.close(src_fd)
+        with _opened(src) as src_fd, _opened(dst) as dst_fd, os.scandir(src_fd) as entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        os.mkdir(name, 0o700, dir_fd=dst_fd)
+                        sub = entry.stat(follow_symlinks=False)
+                        found.append((f"{src}/{name}", f"{dst}/{name}", sub, depth + 1))
+                    else:
+                        os.link(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+                except OSError as exc:  # named by its paths, not by the name in its directory
+                    raise OSError(exc.errno, exc.strerror, f"{src}/{name}", None, f"{dst}/{name}") from exc
+            if st.st_mode & 0o300 == 0o300:
+                self._set_metadata(src_fd, dst_fd, st, dst)
+            else:
+                with self.turn:
+                    self.last.append((src, dst, st, depth))
         return found
 
     def _set_metadata(self, src_fd: int, dst_fd: int, st: os.stat_result, dst: str) -> None:

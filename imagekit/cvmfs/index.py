@@ -80,6 +80,15 @@ class Index:
         parent, _, name = path.rpartition("/")
         self.children[parent].discard(name)
 
+    def copy(self) -> Index:
+        """The same entries in an index of its own: what either is given afterwards stays its own."""
+        copy = Index()
+        copy.entries = dict(self.entries)
+        copy.children = {path: set(names) for path, names in self.children.items()}
+        copy._next_node = self._next_node
+        copy._lines = dict(self._lines)
+        return copy
+
     def list_dir(self, path: str) -> list[str]:
         return sorted(self.children.get(path, ()))
 

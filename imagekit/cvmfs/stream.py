@@ -51,10 +51,6 @@ class Plan:
     sources: dict[int, Source]
     memory: dict[int, bytes]
 
-    @property
-    def rels(self) -> list[str]:
-        return [tree.rel for tree in self.trees]
-
 
 class _Planning(Tree):
     """The index alone; the bytes of the files made from memory are kept (for the second pass)."""
@@ -76,13 +72,6 @@ class _Planning(Tree):
         entry = self.index.get(path)
         assert entry is not None
         self.memory[entry.node] = data
-
-
-def _snapshot(index: Index) -> Index:
-    copy = Index()
-    copy.entries = dict(index.entries)
-    copy.children = {path: set(names) for path, names in index.children.items()}
-    return copy
 
 
 def plan(
@@ -107,7 +96,7 @@ def plan(
         try:
             for number, (layer, members) in enumerate(zip(image.layers, reading, strict=True)):
                 if chain is not None and number == len(image.layers) - 1:
-                    planned.append(PlannedTree(chain, _snapshot(index), dict(mtimes), dict(node_times)))
+                    planned.append(PlannedTree(chain, index.copy(), dict(mtimes), dict(node_times)))
 
                 def made(member: tarfile.TarInfo, path: str, number: int = number) -> None:
                     entry = index.get(path)
@@ -210,9 +199,9 @@ def send(
                 groups = feeds.pop((number, member.offset_data), {})
                 if groups:
                     _send_file(tar, groups, archive.contents(member))
-    if feeds:
-        missing = next(iter(next(iter(feeds.values())).values()))[0]
-        raise ToolError(f"/{missing[1]}: its layer no longer holds it where the first reading found it")
+    for groups in feeds.values():
+        _, path = next(iter(groups.values()))[0]
+        raise ToolError(f"/{path}: its layer no longer holds it where the first reading found it")
     tar.close()
 
 
@@ -240,5 +229,5 @@ def _send_group(tar: _TarOut, names: list[tuple[PlannedTree, str]], chunks: Iter
     sha256 = tar.data(chunks, entry.size, name)
     for tree, path in names:
         tree.index.entries[path] = replace(tree.index.entries[path], sha256=sha256)
-        if (tree, path) != (first_tree, first):
-            tar.entry(_name(tree.rel, path), tarfile.LNKTYPE, entry, mtime, link=name)
+    for tree, path in names[1:]:
+        tar.entry(_name(tree.rel, path), tarfile.LNKTYPE, entry, mtime, link=name)
