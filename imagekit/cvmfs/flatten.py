@@ -85,6 +85,12 @@ class Limits:
             "refused, nothing published"
         )
 
+    def too_large(self, layer: str, name: str) -> UnsafeLayer:
+        return UnsafeLayer(
+            f"layer {layer}: '{name}' takes the image past {self.max_bytes} bytes of files "
+            "(cvmfs.max_bytes); refused, nothing published"
+        )
+
 
 @dataclass(frozen=True)
 class Meta:
@@ -135,10 +141,7 @@ class Tree:
         if self.stats.entries_seen > self.limits.max_entries:
             raise self.limits.too_many(layer)
         if self.stats.bytes_seen > self.limits.max_bytes:
-            raise UnsafeLayer(
-                f"layer {layer}: '{member.name}' takes the image past {self.limits.max_bytes} bytes of files "
-                "(cvmfs.max_bytes); refused, nothing published"
-            )
+            raise self.limits.too_large(layer, member.name)
 
     def _apply_meta(self, path: str, meta: Meta, *, is_link: bool = False, fd: int | None = None) -> None:
         """Owner, mode and xattrs; through `fd` where the file is still open (no lookup of its path)."""
@@ -340,7 +343,8 @@ class Tree:
         self._dir_times.clear()
 
 
-def _components(name: str, layer: str, what: str = "entry") -> list[str]:
+def components(name: str, layer: str, what: str = "entry") -> list[str]:
+    """A member's name as the parts of a path in the tree; an absolute name or one with `..` is refused."""
     if name.startswith("/"):
         raise UnsafeLayer(f"layer {layer}: {what} '{name}' is an absolute name; refused")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -396,7 +400,7 @@ class _Layer:
     def apply(self, member: tarfile.TarInfo, archive: _Contents) -> str | None:
         """The path of the entry the member made, None for one it made none for."""
         self.tree.account(member, self.name)
-        parts = _components(member.name, self.name)
+        parts = components(member.name, self.name)
         if not parts:
             return None  # the root itself keeps 0755 root:root
         if parts[-1].startswith(WHITEOUT):
@@ -420,7 +424,7 @@ class _Layer:
         elif member.issym():
             self.tree.put_symlink(path, member.linkname, meta)
         elif member.islnk():
-            target_parts = _components(member.linkname, self.name, f"hard link '{member.name}' ->")
+            target_parts = components(member.linkname, self.name, f"hard link '{member.name}' ->")
             self.parent_ok([*target_parts], member.linkname)
             target = "/".join(target_parts)
             found = self.tree.index.get(target)
@@ -468,7 +472,7 @@ class _LayerFs:
         elif member.issym():
             layer.tree.put_symlink(path, member.linkname, meta)
         else:
-            target = "/".join(_components(member.linkname, self.layer.name)) if member.islnk() else ""
+            target = "/".join(components(member.linkname, self.layer.name)) if member.islnk() else ""
             found = layer.tree.index.get(target) if target else None
             if found is not None and found.kind in (FILE, SYMLINK):
                 layer.tree.put_hardlink(path, target, meta)
@@ -594,7 +598,7 @@ def _zeros(size: int) -> Iterator[bytes]:
         size -= CHUNK
 
 
-class _TarStream:
+class TarStream:
     """The uncompressed tar as `tarfile.TarInfo.fromtarfile` reads headers from it (pax, GNU long
     names); a file's data is handed on in the chunks it arrived in, never joined or copied again."""
 
@@ -688,13 +692,13 @@ class _TarStream:
 
 
 @contextlib.contextmanager
-def open_layer(stream: Readable, layer: str) -> Iterator[_TarStream]:
+def open_layer(stream: Readable, layer: str) -> Iterator[TarStream]:
     """A layer blob (as stored in the registry) as a tar being read: its members, each one's contents.
     Read to its end, so that the blob's digest is checked over every byte."""
     blob = _Prefetch(_read(stream), "layer-download")
     source = _Prefetch(_uncompressed(iter(blob), layer), "layer-inflate")
     try:
-        yield _TarStream(source, layer)
+        yield TarStream(source, layer)
         while source.get():
             pass  # the end blocks and padding: the blob's digest covers every byte
     finally:
@@ -716,18 +720,6 @@ def apply_layer(tree: Tree, stream: Readable, layer: str, layerfs: Tree | None =
             layerfs.finish_layer()
 
 
-def read_members(stream: Readable, layer: str, limits: Limits) -> list[tarfile.TarInfo]:
-    """A layer's members, their contents read past (the blob's digest checked), for `apply_members`:
-    several layers can be read at once. More than `limits.max_entries` are refused as they come."""
-    members: list[tarfile.TarInfo] = []
-    with open_layer(stream, layer) as archive:
-        for member in archive.members():
-            members.append(member)
-            if len(members) > limits.max_entries:
-                raise limits.too_many(layer)
-    return members
-
-
 class _Unread:
     """The contents of members read past: runs of zeros of their size, for an index that counts them."""
 
@@ -739,8 +731,9 @@ class _Unread:
 def apply_members(
     tree: Tree, members: list[tarfile.TarInfo], layer: str, made: Callable[[tarfile.TarInfo, str], None]
 ) -> None:
-    """Apply a layer's `read_members` to an index alone (a tree without a directory that does not hash
-    contents), with every check `apply_layer` makes; `made(member, path)` is told of each entry made."""
+    """Apply a layer's members (their contents read past) to an index alone (a tree without a directory,
+    that does not hash contents), with every check `apply_layer` makes; `made(member, path)` is told of
+    each entry made."""
     assert tree.root is None and not tree.digests
     current = _Layer(tree, layer)
     try:

@@ -4,9 +4,9 @@ One publication, under the repository lock and inside one backend transaction: p
 the flat (from a published flat whose layer chain this image extends, when there is one: only the new
 layers are applied), check it against its index, then write the flat's index, the metadata
 (manifest.json last: the mark of completeness) and the tag symlink. Where the backend lands a whole
-new flat from a tar stream (cvmfs_server ingest), the layers are read twice: once to know and judge
-the whole tree, once to stream it; it is checked where it landed before that transaction, and a
-failure removes it again.
+new flat from a tar stream (cvmfs_server ingest), the layers are read once, top layer first, as it
+takes the stream, and the tar ends only when the whole tree was judged and sent as planned; it is
+checked where it landed before that transaction, and a failure removes it again.
 """
 
 from __future__ import annotations
@@ -254,19 +254,28 @@ def _land_flat(
     limits: Limits,
 ) -> stream.Plan:
     """A whole new flat (and its chain snapshot) streamed into the backend and checked where it landed;
-    removed again when the `landing` stack unwinds with an error. The first reading of the layers runs
-    while the backend starts taking the stream (ingest opens its transaction meanwhile)."""
+    removed again when the `landing` stack unwinds with an error. The layers are read once, as the
+    backend takes the stream (`stream.stream`); an image that reading cannot send as planned is sent
+    again from its plan, by a second reading, into a fresh ingest."""
     root = backend.root
     chain = chain_rel(image.chain[:-1]) if len(image.layers) >= 2 else None
     chain = chain if chain is not None and not (root / chain).is_dir() else None
     trees = [flat_rel(image.config_hex), *([chain] if chain else [])]
     planned: list[stream.Plan] = []
 
-    def send(out: Writable, parents: list[str]) -> None:
-        planned.append(stream.plan(image, source, trees[0], chain, limits, log))
-        stream.send(planned[0], image, source, out, parents, log)
+    def send_once(out: Writable, parents: list[str]) -> None:
+        planned.append(stream.stream(image, source, trees[0], chain, limits, out, parents, log))
 
-    landing.enter_context(backend.landed(trees, send, log))
+    try:
+        landing.enter_context(backend.landed(trees, send_once, log))
+    except stream.ReadAgain as again:
+        log(f"{again.why}: sending it again from its plan")
+        planned.append(again.plan)
+
+        def send_again(out: Writable, parents: list[str]) -> None:
+            stream.send(planned[0], image, source, out, parents, log)
+
+        landing.enter_context(backend.landed(trees, send_again, log))
     flat = planned[0].trees[0]
     for tree in planned[0].trees:
         if tree is flat:

@@ -1,12 +1,16 @@
 """A whole new flat, and the snapshot of it below its last layer (its chain), as one tar stream for
 `cvmfs_server ingest`: nothing of it is written to disk first, and ingest takes it as it is read.
 
-The first pass applies the layers to an index alone, with the same `Tree` and checks as a flat on disk
-(whiteouts, opaque directories, hard links, every refusal and limit), so the whole tree is known and
-judged before a byte is sent; it notes which tar member gives each file its contents. The second pass
-reads the blobs again while ingest takes the stream: the directories and symlinks from the index
-first, then each file's bytes as its member comes by, hashed as they pass (the hashes go into the
-index), each other name of the same contents right after it as a hard link, which ingest clones.
+The layers are read once, top layer first (`stream`): what no layer above takes or hides is sent as it
+comes by, so ingest works from the first second. Every header is kept, and after the bottom layer the
+plan applies them in order with the same `Tree` and checks as a flat on disk (whiteouts, opaque
+directories, hard links, every refusal and limit); the tar is ended only when what was sent is exactly
+what the plan has, so ingest never publishes anything else.
+
+Where the top-down order cannot send an image as planned (a hard link that changes a lower file's mode,
+a name twice in one layer), the plan is sent by a second reading (`send`) into a fresh ingest: the
+directories and symlinks from the index first, then each file's bytes as its member comes by, each
+other name of the same contents as a hard link, which ingest clones.
 """
 
 from __future__ import annotations
@@ -14,14 +18,26 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO
 
-from imagekit.cvmfs.flatten import Limits, Stats, Tree, Writable, apply_members, open_layer, read_members
+from imagekit.cvmfs.flatten import (
+    OPAQUE,
+    WHITEOUT,
+    Limits,
+    Stats,
+    TarStream,
+    Tree,
+    UnsafeLayer,
+    Writable,
+    apply_members,
+    components,
+    open_layer,
+)
 from imagekit.cvmfs.index import DIR, FILE, SYMLINK, Entry, Index
 from imagekit.cvmfs.layout import add_runtime_files
-from imagekit.cvmfs.source import Image, Layer
+from imagekit.cvmfs.source import Image
 from imagekit.errors import ToolError
 from imagekit.registry import RegistryClient
 
@@ -53,7 +69,7 @@ class Plan:
 
 
 class _Planning(Tree):
-    """The index alone; the bytes of the files made from memory are kept (for the second pass)."""
+    """The index alone; the bytes of the files made from memory are kept (sent after the layers')."""
 
     def __init__(self, index: Index, limits: Limits) -> None:
         super().__init__(index, None, limits=limits, digests=False)
@@ -75,49 +91,290 @@ class _Planning(Tree):
 
 
 def plan(
-    image: Image, source: RegistryClient, flat: str, chain: str | None, limits: Limits, log: Log
+    image: Image, flat: str, chain: str | None, limits: Limits, layers: Iterable[list[tarfile.TarInfo]]
 ) -> Plan:
-    """The first pass: the flat's index (and with `chain`, its snapshot below the last layer), no
-    contents hashed yet, every layer judged; nothing is written. Two layers are read at a time (the
-    reading and inflating release the GIL), and applied in order as they are ready."""
+    """The flat's index (and with `chain`, its snapshot below the last layer) from the layers' members,
+    bottom layer first, applied to an index alone with every check of a flat on disk: a refusal raises.
+    No contents are hashed yet; each file's source (layer, member) is noted for sending."""
     index = Index()
     tree = _Planning(index, limits)
     mtimes: dict[str, tuple[float, Entry]] = {}
     node_times: dict[int, float] = {}
     sources: dict[int, Source] = {}
     planned: list[PlannedTree] = []
+    for number, (layer, members) in enumerate(zip(image.layers, layers, strict=True)):
+        if chain is not None and number == len(image.layers) - 1:
+            planned.append(PlannedTree(chain, index.copy(), dict(mtimes), dict(node_times)))
 
-    def read(layer: Layer) -> list[tarfile.TarInfo]:
-        with source.blob(image.repository, layer.digest) as blob:
-            return read_members(blob, layer.digest, limits)
+        def made(member: tarfile.TarInfo, path: str, number: int = number) -> None:
+            entry = index.get(path)
+            assert entry is not None
+            if member.isreg():
+                sources[entry.node] = (number, member.offset_data)
+                node_times[entry.node] = member.mtime
+            elif entry.kind in (DIR, SYMLINK):
+                mtimes[path] = (member.mtime, entry)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="layer-read") as pool:
-        reading = [pool.submit(read, layer) for layer in image.layers]
-        try:
-            for number, (layer, members) in enumerate(zip(image.layers, reading, strict=True)):
-                if chain is not None and number == len(image.layers) - 1:
-                    planned.append(PlannedTree(chain, index.copy(), dict(mtimes), dict(node_times)))
-
-                def made(member: tarfile.TarInfo, path: str, number: int = number) -> None:
-                    entry = index.get(path)
-                    assert entry is not None
-                    if member.isreg():
-                        sources[entry.node] = (number, member.offset_data)
-                        node_times[entry.node] = member.mtime
-                    elif entry.kind in (DIR, SYMLINK):
-                        mtimes[path] = (member.mtime, entry)
-
-                log(f"reading layer {layer.digest} ({layer.size / 1e6:.1f} MB)")
-                apply_members(tree, members.result(), layer.digest, made)
-        finally:
-            for each in reading:
-                each.cancel()
+        apply_members(tree, members, layer.digest, made)
     add_runtime_files(tree, image)
     for copy, node in tree.copied.items():  # in the order made: a copy of a copy finds its source set
         sources[copy] = sources[node]
         node_times[copy] = node_times[node]
     planned.insert(0, PlannedTree(flat, index, mtimes, node_times))
     return Plan(planned, tree.stats, sources, tree.memory)
+
+
+class ReadAgain(Exception):
+    """The one reading (`stream`) could not send this image as its plan has it: what it sent is to be
+    thrown away (ingest stopped, its transaction aborted) and the plan sent by `send`."""
+
+    def __init__(self, plan: Plan, why: str) -> None:
+        super().__init__(why)
+        self.plan = plan
+        self.why = why
+
+
+@dataclass
+class _View:
+    """One planned tree (the flat, or its chain snapshot) as the layers above the one being read leave
+    it: the top layer is read first, so a name the layers above made, deleted, or hid below an opaque
+    directory or a non-directory is not this layer's to give."""
+
+    rel: str
+    made: dict[str, bool] = field(default_factory=dict)
+    """Path → whether it is a directory, for every name a layer above made."""
+    gone: set[str] = field(default_factory=set)
+    opaque: set[str] = field(default_factory=set)
+    sent_dirs: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    """Directories already in the stream (mode, uid, gid, mtime): ingest takes a directory's metadata
+    from its first entry, so nothing may be sent below one before it."""
+    layer_made: dict[str, bool] = field(default_factory=dict)
+    layer_gone: set[str] = field(default_factory=set)
+    layer_opaque: set[str] = field(default_factory=set)
+
+    def shows(self, parts: list[str]) -> bool:
+        """Whether this layer's entry of `parts` is the tree's (no layer above took the name or hid it)."""
+        path = ""
+        for part in parts[:-1]:
+            path = f"{path}/{part}" if path else part
+            if path in self.gone or path in self.opaque or self.made.get(path) is False:
+                return False
+        path = f"{path}/{parts[-1]}" if path else parts[-1]
+        return path not in self.gone and path not in self.made
+
+    def finish_layer(self) -> None:
+        for path, is_dir in self.layer_made.items():
+            self.made.setdefault(path, is_dir)
+        self.gone |= self.layer_gone
+        self.opaque |= self.layer_opaque
+        self.layer_made, self.layer_gone, self.layer_opaque = {}, set(), set()
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A file's bytes as the one reading took them: under which name, with what header; `held` is where
+    they wait in the spool (offset) when they came before their directory."""
+
+    rel: str
+    path: str
+    group: Group
+    mtime: int
+    size: int
+    sha256: str
+    held: int | None = None
+
+
+OTHER_NAMES = "the layers give its contents other names or modes"
+HOLD_LIMIT = 256 << 20
+"""The most file bytes the one reading keeps aside for files that come before their directory (layers
+that do not carry their parents' entries); past it the image is read twice instead."""
+
+
+def stream(
+    image: Image,
+    source: RegistryClient,
+    flat: str,
+    chain: str | None,
+    limits: Limits,
+    out: Writable,
+    parents: list[str],
+    log: Log,
+) -> Plan:
+    """The flat (and its chain snapshot) sent as the layers are read once, top layer first: a directory
+    or file no layer above takes or hides goes into the stream as it comes by, hashed as it passes (a
+    file whose directory a lower layer makes waits in a spool). Every member's header is kept; after the
+    bottom layer `plan` applies them in order with all the checks of a flat on disk (a refusal
+    raises, and the stream never ends), and the stream is ended only if what was sent is exactly what
+    the plan has, the rest (symlinks, hard links, directories not sent yet, imagekit's own files) after
+    it. Otherwise `ReadAgain`, with the plan (an entry the bottom-up order decides differently)."""
+    with tempfile.SpooledTemporaryFile(_SPOOL) as spool:
+        reading = _OneReading(_TarOut(out), spool, flat, chain)
+        reading.start(parents)
+        members: list[list[tarfile.TarInfo]] = [[] for _ in image.layers]
+        top = len(image.layers) - 1
+        for number in range(top, -1, -1):
+            digest = image.layers[number].digest
+            log(f"streaming layer {digest} ({image.layers[number].size / 1e6:.1f} MB) into ingest")
+            with source.blob(image.repository, digest) as blob, open_layer(blob, digest) as layer_tar:
+                members[number] = reading.read(layer_tar, number, limits, top=number == top)
+        planned = plan(image, flat, chain, limits, members)
+        why = reading.stopped or reading.finish(planned)
+    if why:
+        raise ReadAgain(planned, why)
+    return planned
+
+
+class _OneReading:
+    """What `stream` sent and keeps: the views of the planned trees, the files sent, the spool."""
+
+    def __init__(self, tar: _TarOut, spool: IO[bytes], flat: str, chain: str | None) -> None:
+        self.tar = tar
+        self.spool = spool
+        self.views = [_View(flat), *([_View(chain)] if chain is not None else [])]
+        self.sent: dict[Source, _Sent] = {}
+        self.entries = self.size = 0
+        self.stopped = ""
+        """Why the one reading cannot send this image as planned (it reads on, for the plan)."""
+
+    def start(self, parents: list[str]) -> None:
+        root = Entry(DIR, 0o755, 0, 0)
+        for rel in [*parents, *(view.rel for view in self.views)]:
+            self.tar.entry(rel, tarfile.DIRTYPE, root, 0)
+        for view in self.views:
+            view.sent_dirs[""] = (root.mode, root.uid, root.gid, 0)
+
+    def read(self, layer_tar: TarStream, number: int, limits: Limits, *, top: bool) -> list[tarfile.TarInfo]:
+        """A layer's members, what of them the trees have sent; the image's entries and file bytes
+        counted against `limits` as they come (nothing past them is sent)."""
+        members = []
+        for member in layer_tar.members():
+            members.append(member)
+            self.entries += 1
+            self.size += member.size if member.isreg() else 0
+            if self.entries > limits.max_entries:
+                raise limits.too_many(layer_tar.layer)
+            if self.size > limits.max_bytes:
+                raise limits.too_large(layer_tar.layer, member.name)
+            self.take(member, number, layer_tar, top=top)
+        for view in self.views:
+            view.finish_layer()
+        return members
+
+    def take(self, member: tarfile.TarInfo, number: int, archive: TarStream, *, top: bool) -> None:
+        """Send what of `member` the trees have (see `stream`)."""
+        if self.stopped:
+            return
+        try:
+            parts = components(member.name, archive.layer)
+        except UnsafeLayer:
+            self.stopped = f"layer {archive.layer}: '{member.name}' is not a name of the tree"
+            return
+        if not parts:
+            return
+        live = self.views[:1] if top else self.views  # the top layer is not in the chain snapshot
+        parent, base = "/".join(parts[:-1]), parts[-1]
+        if base.startswith(WHITEOUT):
+            for view in live:
+                if base == OPAQUE:
+                    view.layer_opaque.add(parent)
+                elif not base.startswith(WHITEOUT + WHITEOUT):
+                    view.layer_gone.add("/".join([*parts[:-1], base[len(WHITEOUT) :]]))
+            return
+        if not (member.isdir() or member.isreg() or member.issym() or member.islnk()):
+            return  # skipped by the plan too (device nodes, FIFOs): it hides nothing below
+        path = "/".join(parts)
+        shown = [view for view in live if view.shows(parts)]
+        for view in live:
+            view.layer_made.setdefault(path, member.isdir())
+        meta = (member.mode & 0o7777, member.uid, member.gid)
+        if member.isdir():
+            for view in shown:
+                if parent in view.sent_dirs:  # else it goes after the plan, as what is in it does
+                    self.tar.entry(_name(view.rel, path), tarfile.DIRTYPE, Entry(DIR, *meta), member.mtime)
+                    view.sent_dirs[path] = (*meta, int(member.mtime))
+        elif member.isreg() and shown:  # a file's other names, and symlinks, go after the plan
+            view = shown[0]
+            name = _name(view.rel, path)
+            if parent in view.sent_dirs:
+                self.tar.entry(name, tarfile.REGTYPE, Entry(FILE, *meta), member.mtime, size=member.size)
+                sha256, held = self.tar.data(archive.contents(member), member.size, name), None
+            elif self.spool.tell() + member.size > HOLD_LIMIT:
+                self.stopped = f"more than {HOLD_LIMIT} bytes of files come before their directories"
+                return
+            else:
+                held = self.spool.tell()
+                sha256 = _hold(self.spool, archive.contents(member))
+            file = _Sent(view.rel, path, meta, int(member.mtime), member.size, sha256, held)
+            self.sent[(number, member.offset_data)] = file
+
+    def finish(self, planned: Plan) -> str:
+        """Why what was sent is not the plan's, or "" once the rest is sent too and the tar ended."""
+        trees = {tree.rel: tree for tree in planned.trees}
+        for view in self.views:
+            tree = trees[view.rel]
+            for path, sent_dir in view.sent_dirs.items():
+                entry = tree.index.get(path)
+                made = (*_group(entry), _time(tree, path, entry)) if entry and entry.kind == DIR else None
+                if made != sent_dir:
+                    return f"/{_name(view.rel, path)}: the layers make another directory than the one sent"
+        feeds = _feeds(planned)
+        sent: list[tuple[_Sent, list[tuple[PlannedTree, str]]]] = []
+        for key, file in self.sent.items():
+            tree = trees[file.rel]
+            groups = feeds.pop(key, {})
+            names = groups.get(file.group, [])
+            entry = tree.index.get(file.path)
+            if len(groups) != 1 or (tree, file.path) not in names or entry is None:
+                return f"/{_name(file.rel, file.path)}: {OTHER_NAMES}"
+            if tree.node_times.get(entry.node, 0) != file.mtime:
+                return f"/{_name(file.rel, file.path)}: the layers give it another time"
+            sent.append((file, names))
+        for (layer, _), groups in feeds.items():
+            if layer != -1:
+                tree, path = next(iter(groups.values()))[0]
+                return f"/{_name(tree.rel, path)}: its contents are a lower layer's that the reading passed"
+        for file, names in sent:  # the plan is sent as it is: its indexes take the hashes
+            for tree, path in names:
+                tree.index.entries[path] = replace(tree.index.entries[path], sha256=file.sha256)
+        for tree in planned.trees:
+            _send_entries(self.tar, tree, skip=next(v.sent_dirs for v in self.views if v.rel == tree.rel))
+        for (_, node), groups in feeds.items():
+            _send_file(self.tar, groups, [planned.memory[node]])
+        for file, _ in sent:
+            if file.held is not None:
+                name = _name(file.rel, file.path)
+                self.tar.entry(name, tarfile.REGTYPE, Entry(FILE, *file.group), file.mtime, size=file.size)
+                self.spool.seek(file.held)
+                self.tar.data(_read_back(self.spool, file.size), file.size, name)
+        for file, names in sent:
+            name = _name(file.rel, file.path)
+            for tree, path in names:
+                if _name(tree.rel, path) != name:
+                    entry = tree.index.entries[path]
+                    self.tar.entry(_name(tree.rel, path), tarfile.LNKTYPE, entry, file.mtime, link=name)
+        self.tar.close()
+        return ""
+
+
+def _group(entry: Entry) -> Group:
+    return entry.mode, entry.uid, entry.gid
+
+
+def _hold(spool: IO[bytes], chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+        spool.write(chunk)
+    return digest.hexdigest()
+
+
+def _read_back(spool: IO[bytes], size: int) -> Iterator[bytes]:
+    while size > 0:
+        chunk = spool.read(min(size, 1 << 20))
+        if not chunk:
+            raise ToolError("the spool of held files ended early")
+        size -= len(chunk)
+        yield chunk
 
 
 class _TarOut:
@@ -146,7 +403,7 @@ class _TarOut:
             sent += len(chunk)
             self.out.write(chunk)
         if sent != size:
-            raise ToolError(f"/{name}: {sent} bytes read again where the first reading had {size}")
+            raise ToolError(f"/{name}: {sent} bytes read where its header said {size}")
         self.pending += bytes(-size % tarfile.BLOCKSIZE)
         return digest.hexdigest()
 
@@ -167,25 +424,14 @@ def _name(rel: str, path: str) -> str:
 def send(
     plan: Plan, image: Image, source: RegistryClient, out: Writable, parents: list[str], log: Log
 ) -> None:
-    """The second pass: the tar of `parents` (root, 0755) and the planned trees into `out`; each file's
-    sha256 goes into its tree's index."""
+    """The second reading: the tar of `parents` (root, 0755) and the planned trees into `out`; each
+    file's sha256 goes into its tree's index."""
     tar = _TarOut(out)
     for rel in parents:
         tar.entry(rel, tarfile.DIRTYPE, Entry(DIR, 0o755, 0, 0), 0)
-    feeds: dict[Source, dict[Group, list[tuple[PlannedTree, str]]]] = {}
     for tree in plan.trees:
-        for path, entry in tree.index.items():  # sorted: a directory before what is in it
-            if entry.kind == FILE:
-                key = plan.sources.get(entry.node) or (-1, entry.node)
-                group = feeds.setdefault(key, {}).setdefault((entry.mode, entry.uid, entry.gid), [])
-                group.append((tree, path))
-                continue
-            mtime, made = tree.mtimes.get(path, (0, None))
-            mtime = mtime if made is entry else 0
-            if entry.kind == DIR:
-                tar.entry(_name(tree.rel, path), tarfile.DIRTYPE, entry, mtime)
-            elif entry.kind == SYMLINK:
-                tar.entry(_name(tree.rel, path), tarfile.SYMTYPE, entry, mtime, link=entry.target)
+        _send_entries(tar, tree, skip={})
+    feeds = _feeds(plan)
     for (layer, node), groups in list(feeds.items()):
         if layer == -1:
             _send_file(tar, groups, [plan.memory[node]])
@@ -201,8 +447,39 @@ def send(
                     _send_file(tar, groups, archive.contents(member))
     for groups in feeds.values():
         _, path = next(iter(groups.values()))[0]
-        raise ToolError(f"/{path}: its layer no longer holds it where the first reading found it")
+        raise ToolError(f"/{path}: its layer no longer holds it where the one reading found it")
     tar.close()
+
+
+def _time(tree: PlannedTree, path: str, entry: Entry) -> int:
+    """A directory's or symlink's time as sent: its member's, unless a later entry replaced it."""
+    mtime, made = tree.mtimes.get(path, (0, None))
+    return int(mtime) if made is entry else 0
+
+
+def _send_entries(tar: _TarOut, tree: PlannedTree, skip: Container[str]) -> None:
+    """A tree's directories (but those in `skip`, already sent) and symlinks, a directory before what
+    is in it."""
+    for path, entry in tree.index.items():  # sorted: a directory before what is in it
+        if entry.kind == DIR and path not in skip:
+            tar.entry(_name(tree.rel, path), tarfile.DIRTYPE, entry, _time(tree, path, entry))
+        elif entry.kind == SYMLINK:
+            tar.entry(
+                _name(tree.rel, path), tarfile.SYMTYPE, entry, _time(tree, path, entry), link=entry.target
+            )
+
+
+def _feeds(plan: Plan) -> dict[Source, dict[Group, list[tuple[PlannedTree, str]]]]:
+    """Every file's names by source (its contents), then by mode and owner."""
+    feeds: dict[Source, dict[Group, list[tuple[PlannedTree, str]]]] = {}
+    for tree in plan.trees:
+        for path, entry in tree.index.items():
+            if entry.kind == FILE:
+                key = plan.sources.get(entry.node) or (-1, entry.node)
+                feeds.setdefault(key, {}).setdefault((entry.mode, entry.uid, entry.gid), []).append(
+                    (tree, path)
+                )
+    return feeds
 
 
 def _send_file(

@@ -391,9 +391,9 @@ def test_a_failed_ingest_leaves_nothing_and_the_next_publish_works(
 def test_a_failure_while_streaming_stops_ingest_and_leaves_nothing(
     server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The layers are read a second time while ingest takes the tar: when that fails (here: the registry
-    goes away after the first file's bytes), ingest is stopped before it could publish, and its
-    transaction aborted; the error reported is the original one."""
+    """The layers are read while ingest takes the tar: when that fails (here: the registry goes away at
+    the COTS file's bytes), ingest is stopped before it could publish, and its transaction aborted; the
+    error reported is the original one."""
     profile, repo = server.profile, server.repository
     repository = f"{profile.registry.project}/proc"
     push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
@@ -418,6 +418,37 @@ def test_a_failure_while_streaming_stops_ingest_and_leaves_nothing(
     assert server.calls() == _full(repo)
     assert cvmfs.verify(profile).problems == {}
     assert (server.root / again.publication.flat / "opt/processor/VERSION").read_text() == "1.0"
+
+
+def test_an_image_the_one_reading_cannot_send_is_sent_again_into_a_fresh_ingest(
+    server: Server, registry_client: RegistryClient
+) -> None:
+    """A hard link that changes the mode of a lower layer's file makes the flat hold its contents under
+    two modes; the one reading sent them under one. Its ingest is stopped and aborted, and the plan is
+    sent by a second reading into a fresh ingest: the publication is whole, and the chain snapshot keeps
+    the lower layer's mode."""
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    private = layer(E("opt/cots/lib-private.so", "h", "opt/cots/lib.so", 0o700))
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0"), private])
+    lines: list[str] = []
+
+    published = cvmfs.publish(profile, "proc:1.0", skip_reason="test", log=lines.append)
+
+    calls = [call for call in server.calls() if call != f"abort -f {repo}"]  # abort: if it had opened one
+    assert calls == [f"ingest -t - -b / -k {repo}", *_full(repo)]
+    why = f"/{published.publication.flat}/opt/cots/lib.so: {stream.OTHER_NAMES}"
+    assert f"{why}: sending it again from its plan" in lines
+    assert any(line.startswith("sending layer") for line in lines)
+    assert cvmfs.verify(profile).problems == {}
+    flat = server.root / published.publication.flat
+    assert [(flat / "opt/cots" / name).stat().st_mode & 0o777 for name in ("lib.so", "lib-private.so")] == [
+        0o700,
+        0o700,
+    ]
+    chains = [path for path in (server.root / ".imagekit/chains").iterdir() if path.is_dir()]
+    assert [(chain / "opt/cots/lib.so").stat().st_mode & 0o777 for chain in chains] == [0o755]
+    assert not (server.spool / "in_transaction.lock").exists()
 
 
 def test_a_failure_after_the_ingest_removes_what_it_landed(

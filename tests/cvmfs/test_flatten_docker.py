@@ -11,6 +11,9 @@ import pytest
 
 from imagekit import cvmfs
 from imagekit.config import Profile
+from imagekit.cvmfs import stream
+from imagekit.cvmfs.flatten import Limits
+from imagekit.cvmfs.source import fetch_image
 from imagekit.registry import RegistryClient
 
 from .images import E, differences, export_rows, inode_groups, layer, push_layers, skopeo_push, tree_rows
@@ -103,8 +106,14 @@ def test_hand_made_layers_equal_docker_export(
 
 
 def test_docker_built_image_equals_docker_export(
-    tree_profile: Profile, local_env: dict[str, object], docker_cleanup: list[str], tmp_path: Path
+    tree_profile: Profile,
+    local_env: dict[str, object],
+    docker_cleanup: list[str],
+    tmp_path: Path,
+    registry_client: RegistryClient,
 ) -> None:
+    """Also: Docker's layers carry their files' parent directories, so the tar for `cvmfs_server ingest`
+    is sent as they are read once (`stream.stream`, no `ReadAgain`), and it is this same flat."""
     base = local_env["debian-12"].pinned  # type: ignore[attr-defined]
     context = tmp_path / "context"
     context.mkdir()
@@ -137,6 +146,15 @@ def test_docker_built_image_equals_docker_export(
     assert (flat / "data/suid").stat().st_mode & 0o4000
     assert not (flat / "usr/share/doc").exists()
     assert (flat / "data/hardlink").stat().st_ino == (flat / "data/keep/source").stat().st_ino
+
+    image = fetch_image(registry_client, tree_profile.registry.url, repository, "1.0")
+    limits = Limits(tree_profile.cvmfs.max_entries, tree_profile.cvmfs.max_bytes)
+    with (tmp_path / "flat.tar").open("wb") as out:
+        stream.stream(image, registry_client, "new/flat", None, limits, out, ["new"], lambda _: None)
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xpf", tmp_path / "flat.tar", "-C", extracted, "--numeric-owner"], check=True)
+    assert tree_rows(extracted / "new/flat") == tree_rows(flat)
 
 
 def test_published_image_runs_from_the_tree_with_bwrap(
