@@ -118,14 +118,19 @@ class Index:
 
     @classmethod
     def load(cls, path: Path) -> Index:
-        """The index `dumps` wrote. A code-only version loads its ~10,000 entries while its copy is
-        linked, and the two share the GIL: `put` is inlined (its lines come sorted, parents first), and
-        the cyclic GC is paused meanwhile (entries hold no cycles; its passes over them cost more than
-        the parsing, ~30 ms now and then)."""
+        """The index `dumps` wrote to `path`."""
+        return cls.loads(path.read_bytes())
+
+    @classmethod
+    def loads(cls, data: bytes) -> Index:
+        """The index `dumps` made. A code-only version parses its ~10,000 entries while its transaction
+        opens and its copy is linked, sharing the GIL with that: `put` is inlined (its lines come sorted,
+        parents first), and the cyclic GC is paused meanwhile (entries hold no cycles; its passes over
+        them cost more than the parsing, ~30 ms now and then)."""
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return cls._parse(gzip.decompress(path.read_bytes()).decode("utf-8").rstrip("\n"))
+            return cls._parse(gzip.decompress(data).decode("utf-8").rstrip("\n"))
         finally:
             if collecting:
                 gc.enable()

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,16 +182,16 @@ def _build_flat(
     image: Image,
     source: RegistryClient,
     base: FlatInfo | None,
+    base_index: Future[Index] | None,
     root: Path,
     log: Log,
     layers: bool,
     limits: Limits,
 ) -> Stats:
+    """The flat in `txn`, from `base` (whose index is being parsed meanwhile) and the layers it lacks."""
     target = flat_rel(image.config_hex)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the index is parsed while the copy is linked
-        loading = pool.submit(Index.load, root / base.index) if base else None
-        work = txn.new_tree(target, base.dir if base else None)
-        index = loading.result() if loading else Index()
+    work = txn.new_tree(target, base.dir if base else None)
+    index = base_index.result() if base_index else Index()
     tree = Tree(index, work, limits=limits)
     done = len(base.chain) if base else 0
     if base:
@@ -424,7 +424,9 @@ def _publish(
         limits = Limits(profile.cvmfs.max_entries, profile.cvmfs.max_bytes)
         whole = not complete and base is None and not layers and not os.path.lexists(root / flat)
         stats = Stats()
-        with contextlib.ExitStack() as landing:
+        with ThreadPoolExecutor(max_workers=1) as pool, contextlib.ExitStack() as landing:
+            # the base's index is read before the transaction (which remounts the tree) and parsed as it opens
+            base_index = pool.submit(Index.loads, (root / base.index).read_bytes()) if base else None
             landed = (
                 _land_flat(backend, landing, image, source, log, limits)
                 if whole and backend.streams
@@ -436,7 +438,7 @@ def _publish(
                 if landed is not None:
                     _record_landed(txn, root, image, landed)
                 elif not complete:
-                    stats = _build_flat(txn, image, source, base, root, log, layers, limits)
+                    stats = _build_flat(txn, image, source, base, base_index, root, log, layers, limits)
                 else:
                     log(f"{flat} is already published: only the tag is added")
                 if not (root / ".cvmfsdirtab").exists():
