@@ -277,12 +277,17 @@ def _land_flat(
 
         landing.enter_context(backend.landed(trees, send_again, log))
     flat = planned[0].trees[0]
-    for tree in planned[0].trees:
+
+    def check(tree: stream.PlannedTree) -> list[str]:
         if tree is flat:
-            problems = compare_structure(tree.index, root / tree.rel)
-        else:  # what the chain has as the flat has it was just checked there: its listings suffice
-            own = {path for path, entry in tree.index.entries.items() if flat.index.get(path) != entry}
-            problems = compare_structure(tree.index, root / tree.rel, full=own, cloned=True)
+            return compare_structure(tree.index, root / tree.rel)
+        # what the chain has as the flat has it is checked there: its listings suffice
+        own = {path for path, entry in tree.index.entries.items() if flat.index.get(path) != entry}
+        return compare_structure(tree.index, root / tree.rel, full=own, cloned=True)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both wait on lookups through FUSE
+        checked = list(pool.map(check, planned[0].trees))
+    for tree, problems in zip(planned[0].trees, checked, strict=True):
         if problems:
             raise ToolError(
                 f"{image.ref}: /{tree.rel} as landed in {root} does not match its layers "
