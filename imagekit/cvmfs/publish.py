@@ -6,7 +6,8 @@ layers are applied), check it against its index, then write the flat's index, th
 (manifest.json last: the mark of completeness) and the tag symlink. Where the backend lands a whole
 new flat from a tar stream (cvmfs_server ingest), the layers are read once, top layer first, as it
 takes the stream, and the tar ends only when the whole tree was judged and sent as planned; it is
-checked where it landed before that transaction, and a failure removes it again.
+checked where it landed while that transaction opens (its metadata waits for the checks), and a
+failure removes it again.
 """
 
 from __future__ import annotations
@@ -245,6 +246,25 @@ def _record_chain(txn: Transaction, rel: str, index: Index, chain: tuple[str, ..
     txn.write_file(f"{rel}.json", info.model_dump_json().encode())
 
 
+@dataclass
+class _Landed:
+    """A flat `cvmfs_server ingest` landed, with the checks of it where it landed, still running."""
+
+    plan: stream.Plan
+    checks: list[Future[list[str]]]
+    ref: str
+    root: Path
+
+    def confirm(self) -> None:
+        """Wait for the checks; ToolError (nothing published) when a tree does not match its layers."""
+        for tree, check in zip(self.plan.trees, self.checks, strict=True):
+            if problems := check.result():
+                raise ToolError(
+                    f"{self.ref}: /{tree.rel} as landed in {self.root} does not match its layers "
+                    "(nothing published): " + "; ".join(problems[:5])
+                )
+
+
 def _land_flat(
     backend: Backend,
     landing: contextlib.ExitStack,
@@ -252,11 +272,12 @@ def _land_flat(
     source: RegistryClient,
     log: Log,
     limits: Limits,
-) -> stream.Plan:
-    """A whole new flat (and its chain snapshot) streamed into the backend and checked where it landed;
-    removed again when the `landing` stack unwinds with an error. The layers are read once, as the
-    backend takes the stream (`stream.stream`); an image that reading cannot send as planned is sent
-    again from its plan, by a second reading, into a fresh ingest."""
+) -> _Landed:
+    """A whole new flat (and its chain snapshot) streamed into the backend, its checks where it landed
+    started (the metadata's transaction opens meanwhile); removed again when the `landing` stack
+    unwinds with an error. The layers are read once, as the backend takes the stream (`stream.stream`);
+    an image that reading cannot send as planned is sent again from its plan, by a second reading,
+    into a fresh ingest."""
     root = backend.root
     chain = chain_rel(image.chain[:-1]) if len(image.layers) >= 2 else None
     chain = chain if chain is not None and not (root / chain).is_dir() else None
@@ -285,15 +306,9 @@ def _land_flat(
         own = {path for path, entry in tree.index.entries.items() if flat.index.get(path) != entry}
         return compare_structure(tree.index, root / tree.rel, full=own, cloned=True)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # both wait on lookups through FUSE
-        checked = list(pool.map(check, planned[0].trees))
-    for tree, problems in zip(planned[0].trees, checked, strict=True):
-        if problems:
-            raise ToolError(
-                f"{image.ref}: /{tree.rel} as landed in {root} does not match its layers "
-                "(nothing published): " + "; ".join(problems[:5])
-            )
-    return planned[0]
+    # both wait on lookups through FUSE; an error unwinds this pool (the checks end) before the landing
+    pool = landing.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="landed-check"))
+    return _Landed(planned[0], [pool.submit(check, tree) for tree in planned[0].trees], image.ref, root)
 
 
 def _record_landed(txn: Transaction, root: Path, image: Image, planned: stream.Plan) -> None:
@@ -438,10 +453,10 @@ def _publish(
                 else None
             )
             if landed is not None:
-                stats = landed.stats
+                stats = landed.plan.stats
             with backend.transaction(log, template) as txn:
                 if landed is not None:
-                    _record_landed(txn, root, image, landed)
+                    _record_landed(txn, root, image, landed.plan)
                 elif not complete:
                     stats = _build_flat(txn, image, source, base, base_index, root, log, layers, limits)
                 else:
@@ -477,6 +492,8 @@ def _publish(
                 if image.index is not None:
                     files["index.json"] = image.index.raw
                 files[MANIFEST] = image.manifest.raw
+                if landed is not None:
+                    landed.confirm()  # the metadata and the tag only for a flat found as it was sent
                 txn.write_dir(meta, files)
                 txn.symlink(link, link_to(link, flat))
         final = backend.revision()

@@ -20,8 +20,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -471,6 +472,40 @@ def test_a_failure_after_the_ingest_removes_what_it_landed(
     assert not (server.spool / "imagekit.pending").exists()
     assert cvmfs.published(profile, repository, "1.0") is None
     monkeypatch.delenv("IMAGEKIT_TEST_FAIL")
+    _publish(profile, "proc:1.0")
+    assert cvmfs.verify(profile).problems == {}
+
+
+def test_a_flat_that_lands_other_than_its_index_is_removed_and_nothing_published(
+    server: Server, registry_client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks where the flat landed run while the metadata's transaction opens: a difference (here
+    the tar gives one file another mode than its index says) aborts that transaction before any
+    metadata or tag, and what ingest landed is removed."""
+    profile, repo = server.profile, server.repository
+    repository = f"{profile.registry.project}/proc"
+    push_layers(registry_client, repository, "1.0", [BASE, COTS, code("1.0")])
+    before, revision = tree_hash(server.root), server.revision()
+    entry = stream._TarOut.entry
+
+    def another_mode(self: stream._TarOut, name: str, kind: bytes, e: Entry, t: float, **rest: Any) -> None:
+        if name.endswith("/opt/processor/VERSION"):
+            e = replace(e, mode=0o600)
+        entry(self, name, kind, e, t, **rest)
+
+    differs = r"VERSION: mode 0o600, expected 0o644"
+    with monkeypatch.context() as changed, pytest.raises(ToolError, match=differs):
+        changed.setattr(stream._TarOut, "entry", another_mode)
+        _publish(profile, "proc:1.0")
+    assert server.calls() == [
+        f"ingest -t - -b / -k {repo}",
+        f"transaction {repo}",
+        f"abort -f {repo}",
+        *[f"transaction {repo}", f"publish {repo}"],  # the flat, its chain snapshot, their parents removed
+    ]
+    assert tree_hash(server.root) == before and server.revision() == revision + 2
+    assert not (server.spool / "imagekit.pending").exists()
+    assert cvmfs.published(profile, repository, "1.0") is None
     _publish(profile, "proc:1.0")
     assert cvmfs.verify(profile).problems == {}
 
