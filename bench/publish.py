@@ -9,8 +9,8 @@ and of the best runs: the machine is shared, and one pair of runs said anything 
 Then the no-op re-publish, the code-only versions (their median) against the median full publish, a
 channel flip, and
 the same on a real `cvmfs_server`: two full publishes next to two raw `cvmfs_server ingest` of the
-same flattened tree, each into a fresh repository of its own, in the same run; one line says why where
-none is here.
+same trees (the flat and its chain snapshot) and two of the flat alone, each into a fresh repository of
+its own, in the same run; one line says why where none is here.
 Scans are skipped with a recorded reason: the bench measures the publication, not Trivy.
 """
 
@@ -32,6 +32,7 @@ from imagekit import cvmfs
 from imagekit.catalog import resolve_base
 from imagekit.config import Profile, load_profile
 from imagekit.cvmfs.backends import ensure_web_server
+from imagekit.cvmfs.layout import STATE
 from imagekit.devenv import cvmfs as devenv_cvmfs
 from imagekit.engines.base import STEP_IMAGE
 from imagekit.errors import MissingPartError
@@ -41,6 +42,8 @@ REASON = "benchmark: measures the publication, not the scanner"
 NAME = "bench-publish"
 ORDER = "PTTPPT"
 """Three full publishes (P) and three `tar -xzf` (T), interleaved so that a drift weighs on both alike."""
+SERVER_ORDER = "PRFFRP"
+"""cvmfs_server: two full publishes (P), two raw ingests of the same trees (R) and of the flat alone (F)."""
 CODE_ONLY = ("1.1", "1.2", "1.3")
 """Code-only versions of 1.0, each published (and timed) on its own: a second takes 1.2-1.5 s on this
 machine, so one alone says little about a share near 5 %."""
@@ -145,12 +148,14 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def server_bench(profile: Profile, flat: Path) -> list[str]:
-    """The same publications on a real `cvmfs_server`, each next to its baseline from the same run: raw
-    `cvmfs_server ingest` of a tar of the same flat. Every full publication and every raw ingest goes
-    into a fresh repository of its own (removed after), in the order PRRP: ingesting contents a
-    repository already stores is faster, which favoured whichever came second. One line saying why
-    where no cvmfs_server or no Apache is available."""
+def server_bench(profile: Profile, root: Path, trees: list[str]) -> list[str]:
+    """The same publications on a real `cvmfs_server`, each next to its baselines from the same run:
+    raw `cvmfs_server ingest` of a GNU tar of the trees a full publication ingests (the flat and its
+    chain snapshot, whose shared files are hard links, as the local backend has them under `root`),
+    and of the flat alone. Every full publication and every raw ingest goes into a fresh repository of
+    its own (removed after), in the order PRFFRP: ingesting contents a repository already stores is
+    faster, which favoured whichever came second. One line saying why where no cvmfs_server or no
+    Apache is available."""
     binary = shutil.which(profile.cvmfs.server_binary or "cvmfs_server")
     if binary is None:
         return [
@@ -163,18 +168,17 @@ def server_bench(profile: Profile, flat: Path) -> list[str]:
         return [f"cvmfs_server backend: not measured: {exc.message}"]
     server = profile.model_copy(deep=True)
     server.cvmfs.backend, server.cvmfs.root = "cvmfs_server", ""
-    fulls: list[float] = []
-    raws: list[float] = []
-    for n, kind in enumerate("PRRP"):
+    runs: dict[str, list[float]] = {"P": [], "R": [], "F": []}
+    for n, kind in enumerate(SERVER_ORDER):
         repository = f"imagekit-bench-{uuid.uuid4().hex[:8]}.test"
         devenv_cvmfs.create_repository(binary, repository, lambda _: None)
         try:
             os.sync()
-            if kind == "R":
-                raws.append(_raw_ingest(binary, repository, flat))
+            if kind != "P":
+                runs[kind].append(_raw_ingest(binary, repository, root, trees if kind == "R" else trees[:1]))
                 continue
             server.cvmfs.repository = repository
-            fulls.append(cvmfs.publish(server, f"{NAME}:1.0", skip_reason=REASON).seconds)
+            runs[kind].append(cvmfs.publish(server, f"{NAME}:1.0", skip_reason=REASON).seconds)
             if n == 0:  # the other figures, in the first publication's repository
                 noop = cvmfs.publish(server, f"{NAME}:1.0", skip_reason=REASON).seconds
                 codes = [cvmfs.publish(server, f"{NAME}:{v}", skip_reason=REASON).seconds for v in CODE_ONLY]
@@ -186,27 +190,28 @@ def server_bench(profile: Profile, flat: Path) -> list[str]:
             return [f"cvmfs_server ingest: {exc}"]
         finally:
             subprocess.run([binary, "rmfs", "-f", repository], capture_output=True, check=False, cwd="/")
-    full, raw, code = statistics.median(fulls), statistics.median(raws), statistics.median(codes)
-    runs = ", ".join(f"{each:.1f}" for each in fulls)
-    raw_runs = ", ".join(f"{each:.1f}" for each in raws)
+    full, raw, flat, code = (statistics.median(each) for each in (*runs.values(), codes))
+    listed = {kind: ", ".join(f"{each:.1f}" for each in seconds) for kind, seconds in runs.items()}
     code_runs = ", ".join(f"{each:.2f}" for each in codes)
     return [
-        f"cvmfs_server, each in a fresh repository, order PRRP: full publish {runs} s; "
-        f"raw ingest {raw_runs} s; code-only versions {code_runs} s",
+        f"cvmfs_server, each in a fresh repository, order {SERVER_ORDER}: full publish {listed['P']} s; raw "
+        f"ingest of the same trees {listed['R']} s, of the flat alone {listed['F']} s; code-only versions "
+        f"{code_runs} s",
         f"{'cvmfs_server: full publish (median)':40}{full:10.1f}",
         f"{'  raw tar | ingest, median (>= 0.8x)':40}{raw:10.1f}{'':10}{raw / full:9.2f}x",
+        f"{'    the flat alone (no chain snapshot)':40}{flat:10.1f}{'':10}{flat / full:9.2f}x",
         f"{'  no-op re-publish (target < 1 s)':40}{noop:10.2f}",
         f"{'  code-only version, median (< 5%)':40}{code:10.2f}{'':10}{code / full:10.1%}",
         f"{'  channel flip (target < 1 s)':40}{flip:10.2f}",
     ]
 
 
-def _raw_ingest(binary: str, repository: str, flat: Path) -> float:
-    """Seconds `tar | cvmfs_server ingest` of the flat takes (no --catalog: CVMFS 2.11.5 asserts with it
+def _raw_ingest(binary: str, repository: str, root: Path, trees: list[str]) -> float:
+    """Seconds `tar | cvmfs_server ingest` of the trees takes (no --catalog: CVMFS 2.11.5 asserts with it
     on a flat that carries its own catalog marker)."""
     started = time.monotonic()
     tar = subprocess.Popen(
-        ["tar", "--numeric-owner", "-C", str(flat), "-cf", "-", "."], stdout=subprocess.PIPE
+        ["tar", "--numeric-owner", "-C", str(root), "-cf", "-", *trees], stdout=subprocess.PIPE
     )
     assert tar.stdout is not None
     done = subprocess.run(
@@ -270,7 +275,11 @@ def main() -> int:
             started = time.monotonic()
             cvmfs.move_channel(profile, NAME, "dev", "1.1")
             flip = time.monotonic() - started
-            on_server = server_bench(profile, profile.cvmfs_root / full.publication.flat)
+            root = profile.cvmfs_root  # the last full publish's tree: one flat, one chain snapshot
+            (chain,) = [
+                str(each.relative_to(root)) for each in (root / STATE / "chains").iterdir() if each.is_dir()
+            ]
+            on_server = server_bench(profile, root, [full.publication.flat, chain])
         finally:
             cleanup(profile)
             remove_images(docker, [f"{NAME}:{version}" for version in ("1.0", *CODE_ONLY)], made)
