@@ -336,8 +336,8 @@ class _OneReading:
         for file, names in sent:  # the plan is sent as it is: its indexes take the hashes
             for tree, path in names:
                 tree.index.entries[path] = replace(tree.index.entries[path], sha256=file.sha256)
-        for tree in planned.trees:
-            _send_entries(self.tar, tree, skip=next(v.sent_dirs for v in self.views if v.rel == tree.rel))
+        for view in self.views:  # the flat, then the chain snapshot, as the plan's trees
+            _send_entries(self.tar, trees[view.rel], skip=view.sent_dirs)
         for (_, node), groups in feeds.items():
             _send_file(self.tar, groups, [planned.memory[node]])
         for file, _ in sent:
@@ -476,9 +476,7 @@ def _feeds(plan: Plan) -> dict[Source, dict[Group, list[tuple[PlannedTree, str]]
         for path, entry in tree.index.items():
             if entry.kind == FILE:
                 key = plan.sources.get(entry.node) or (-1, entry.node)
-                feeds.setdefault(key, {}).setdefault((entry.mode, entry.uid, entry.gid), []).append(
-                    (tree, path)
-                )
+                feeds.setdefault(key, {}).setdefault(_group(entry), []).append((tree, path))
     return feeds
 
 
